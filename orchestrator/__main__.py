@@ -1,0 +1,7 @@
+"""``python -m orchestrator`` is ``tenantctl``."""
+
+from __future__ import annotations
+
+from .cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""The ``tenantctl`` command line. ``main`` turns every user mistake into one line and an exit code:
+0 all succeeded, 1 some tenants failed, 2 bad input, 3 refused by preflight."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import typer
+
+from ..exceptions import TenantctlError
+from ..secrets import mask_text
+from .app import app
+
+_REVISION_VERBS = {"upgrade", "downgrade", "stamp"}
+_NEGATIVE = re.compile(r"^-\d+$")
+
+
+def normalise_args(args: list[str]) -> list[str]:
+    """Let ``tenantctl downgrade -1`` mean what it means to Alembic: a bare ``-N`` after a revision verb
+    is the revision, not an option, so it is moved behind ``--``."""
+    verb = next((a for a in args if not a.startswith("-")), None)
+    if verb not in _REVISION_VERBS:
+        return args
+    negatives = [a for a in args if _NEGATIVE.match(a)]
+    if len(negatives) != 1 or "--" in args:
+        return args
+    return [a for a in args if a != negatives[0]] + ["--", negatives[0]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = normalise_args(sys.argv[1:] if argv is None else list(argv))
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="tenantctl", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        sys.stderr.write("tenantctl: interrupted\n")
+        code = 130
+    except typer.TyperException as exc:
+        if exc.__class__.__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]
+            code = 2
+        elif debug:
+            raise
+        else:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            sys.stderr.write(f"tenantctl: error: {mask_text(' '.join(message.split()))}\n")
+            code = getattr(exc, "exit_code", 2)
+    except TenantctlError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"tenantctl: error: {mask_text(' '.join(exc.message.split()))}\n")
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("tenantctl: interrupted\n")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,108 @@
+"""Showing rollouts to people: the live progress bar and the summary table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..models import RunStatus, UnitResult
+from ..planning import Plan
+from .common import err, out
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "skipped": "dim",
+    "failed": "red",
+    "running": "yellow",
+    "queued": "cyan",
+}
+
+
+class ProgressObserver:
+    """A live bar on stderr; failures are printed as they happen, so a long run shows trouble early."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task: Any = None
+        self.done = 0
+        self.failed = 0
+
+    def __enter__(self) -> ProgressObserver:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def planned(self, rollout_id: int, plan: Plan) -> None:
+        self.done = len(plan.skipped) + len(plan.failed)
+        self.failed = len(plan.failed)
+        self.task = self.progress.add_task(
+            f"rollout {rollout_id} {self.label}", total=max(plan.total, 1), completed=self.done, detail=""
+        )
+        for tenant, _cls, message in plan.failed:
+            self.progress.console.print(f"[red]✗[/red] {tenant}: {message}", highlight=False)
+        self._refresh(len(plan.skipped))
+
+    def started(self, tenant_id: str) -> None:
+        pass
+
+    def finished(self, tenant_id: str, result: UnitResult) -> None:
+        self.done += 1
+        if result.status is RunStatus.FAILED:
+            self.failed += 1
+            first = (result.error_message or "").splitlines()[0] if result.error_message else ""
+            self.progress.console.print(f"[red]✗[/red] {tenant_id}: {first}", highlight=False)
+        self._refresh()
+
+    def _refresh(self, skipped: int | None = None) -> None:
+        detail = f"[red]{self.failed} failed[/red]" if self.failed else ""
+        if skipped:
+            detail = f"{skipped} already at target " + detail
+        self.progress.update(self.task, completed=self.done, detail=detail)
+
+
+def summary(report: Mapping[str, Any]) -> None:
+    """The end-of-rollout table: counts by status, then every failed tenant with its error."""
+    counts = {k: v for k, v in report["counts"].items() if v}
+    parts = ", ".join(f"[{STATUS_STYLE.get(k, '')}]{v} {k}[/]" for k, v in counts.items())
+    out.print(
+        f"rollout {report['id']}: {report['command']} {report['target']} — [bold]{report['state']}[/bold] ({parts})",
+        highlight=False,
+    )
+    failed = [t for t in report["tenants"] if t["status"] == "failed"]
+    if failed:
+        table = Table("tenant", "at", "error class", "error", box=None, header_style="bold red")
+        for t in failed[:50]:
+            table.add_row(t["tenant"], t["to_revision"] or "base", t["error_class"] or "", (t["error"] or "")[:200])
+        out.print(table)
+        if len(failed) > 50:
+            out.print(f"… and {len(failed) - 50} more: tenantctl status {report['id']} --json")
+
+
+def status_table(report: Mapping[str, Any]) -> None:
+    table = Table("tenant", "status", "from", "to", "ms", "error", box=None, header_style="bold")
+    for t in report["tenants"]:
+        style = STATUS_STYLE.get(t["status"], "")
+        table.add_row(
+            t["tenant"],
+            f"[{style}]{t['status']}[/]",
+            t["from_revision"] or "base",
+            t["to_revision"] or ("base" if t["status"] in ("succeeded", "failed", "skipped") else ""),
+            "" if t["duration_ms"] is None else str(t["duration_ms"]),
+            (t["error"] or "")[:120],
+        )
+    out.print(table)
+    summary(report)

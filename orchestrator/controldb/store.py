@@ -1,0 +1,448 @@
+"""Every SQL statement against the control database, as named methods of one class.
+
+Driver errors are translated into ``ControlDBError`` here and nowhere else. The store runs on
+PostgreSQL (asyncpg) and on SQLite (aiosqlite), the embedded default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from ..exceptions import ControlDBError, DuplicateTenant, UnknownRollout, UnknownTenant
+from ..models import (
+    Command,
+    ErrorClass,
+    Rollout,
+    RolloutState,
+    RunStatus,
+    Tenant,
+    TenantRun,
+    UnitResult,
+)
+from ..secrets import mask_text
+from .schema import rollouts, tenant_runs, tenants
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "tenantctl_version"
+
+
+def async_url(raw: str) -> str:
+    """The control-DB URL with an async driver: ``sqlite://`` → aiosqlite, ``postgresql://`` → asyncpg."""
+    url = make_url(raw)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    elif backend == "postgresql":
+        url = url.set(drivername="postgresql+asyncpg")
+    else:
+        raise ControlDBError(f"unsupported control database {url.drivername!r}: use sqlite or postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportCounts:
+    created: int
+    updated: int
+    unchanged: int
+
+
+class Store:
+    """The control database. Use as ``async with Store(url) as store``."""
+
+    def __init__(self, url: str) -> None:
+        self._display = mask_text(url)
+        try:
+            self._engine: AsyncEngine = create_async_engine(async_url(url), poolclass=NullPool)
+        except (SQLAlchemyError, ValueError) as exc:
+            raise ControlDBError(f"invalid control database URL {self._display}") from exc
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            raise ControlDBError(
+                f"control database {self._display}: {mask_text(str(exc).splitlines()[0])}"
+            ) from exc
+
+    # -- schema -----------------------------------------------------------------------------------
+    @staticmethod
+    def _alembic_config() -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return cfg
+
+    async def migrate(self) -> tuple[str | None, str | None]:
+        """Create or upgrade the control database to the head of its own history; returns (before, after)."""
+
+        def run(sync: Connection) -> tuple[str | None, str | None]:
+            before = MigrationContext.configure(sync, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            cfg = self._alembic_config()
+            cfg.attributes["connection"] = sync
+            command.upgrade(cfg, "head")
+            after = MigrationContext.configure(sync, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            return before, after
+
+        async with self._tx() as conn:
+            return await conn.run_sync(run)
+
+    async def ensure_ready(self) -> None:
+        """Refuse to work on a control database that is missing or behind this version of tenantctl."""
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+        def current(sync: Connection) -> str | None:
+            return MigrationContext.configure(sync, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+        async with self._tx() as conn:
+            rev = await conn.run_sync(current)
+        if rev != head:
+            raise ControlDBError(
+                f"control database {self._display} is not initialised or out of date "
+                f"(at {rev or 'nothing'}, needs {head}): run `tenantctl db upgrade`"
+            )
+
+    # -- tenants ----------------------------------------------------------------------------------
+    @staticmethod
+    def _tenant(row: sa.Row[Any]) -> Tenant:
+        return Tenant(
+            id=row.id,
+            url=row.url,
+            password_token=row.password_token,
+            schema=row.schema,
+            tags=tuple(t for t in row.tags.split(",") if t),
+            group=row.group,
+            enabled=bool(row.enabled),
+        )
+
+    @staticmethod
+    def _tenant_values(t: Tenant) -> dict[str, Any]:
+        return {
+            "id": t.id,
+            "url": t.url,
+            "password_token": t.password_token,
+            "schema": t.schema,
+            "tags": ",".join(t.tags),
+            "group": t.group,
+            "enabled": t.enabled,
+        }
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self._tx() as conn:
+            rows = (await conn.execute(sa.select(tenants).order_by(tenants.c.id))).all()
+        return [self._tenant(r) for r in rows]
+
+    async def get_tenant(self, tenant_id: str) -> Tenant:
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first()
+        if row is None:
+            raise UnknownTenant(tenant_id)
+        return self._tenant(row)
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        """Insert a tenant; the primary key, not a prior read, decides a duplicate."""
+        now = utcnow()
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    tenants.insert().values(**self._tenant_values(tenant), created_at=now, updated_at=now)
+                )
+        except IntegrityError as exc:
+            raise DuplicateTenant(tenant.id) from exc
+
+    async def remove_tenant(self, tenant_id: str) -> None:
+        async with self._tx() as conn:
+            result = await conn.execute(tenants.delete().where(tenants.c.id == tenant_id))
+        if result.rowcount == 0:
+            raise UnknownTenant(tenant_id)
+
+    async def set_enabled(self, tenant_id: str, enabled: bool) -> None:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                tenants.update()
+                .where(tenants.c.id == tenant_id)
+                .values(enabled=enabled, updated_at=utcnow())
+            )
+        if result.rowcount == 0:
+            raise UnknownTenant(tenant_id)
+
+    async def write_tenants(self, created: Sequence[Tenant], updated: Sequence[Tenant]) -> None:
+        """Insert and update many tenants in one transaction: all or nothing."""
+        now = utcnow()
+        async with self._tx() as conn:
+            if created:
+                await conn.execute(
+                    tenants.insert(),
+                    [{**self._tenant_values(t), "created_at": now, "updated_at": now} for t in created],
+                )
+            if updated:
+                stmt = (
+                    tenants.update()
+                    .where(tenants.c.id == sa.bindparam("b_id"))
+                    .values(
+                        url=sa.bindparam("url"),
+                        password_token=sa.bindparam("password_token"),
+                        schema=sa.bindparam("schema"),
+                        tags=sa.bindparam("tags"),
+                        group=sa.bindparam("group"),
+                        enabled=sa.bindparam("enabled"),
+                        updated_at=sa.bindparam("updated_at"),
+                    )
+                )
+                rows = []
+                for t in updated:
+                    values = self._tenant_values(t)
+                    values["b_id"] = values.pop("id")
+                    rows.append({**values, "updated_at": now})
+                await conn.execute(stmt, rows)
+
+    # -- rollouts ---------------------------------------------------------------------------------
+    async def create_rollout(
+        self,
+        *,
+        command: Command,
+        target: str,
+        selection: Mapping[str, Any],
+        created_by: str,
+        parallel: int,
+        queued: Iterable[tuple[str, str | None]],
+        skipped: Iterable[tuple[str, str | None, str]],
+        failed: Iterable[tuple[str, ErrorClass, str]] = (),
+    ) -> int:
+        """Create a rollout and its first attempt at every selected tenant, in one transaction.
+
+        ``queued``: (tenant, current revision); ``skipped``: (tenant, revision, why);
+        ``failed``: (tenant, error class, message) found unusable before dispatch (e.g. unreachable).
+        """
+        now = utcnow()
+        async with self._tx() as conn:
+            rollout_id = (
+                await conn.execute(
+                    rollouts.insert()
+                    .values(
+                        command=command.value,
+                        target=target,
+                        selection=json.dumps(selection, sort_keys=True),
+                        created_by=created_by,
+                        created_at=now,
+                        state=RolloutState.RUNNING.value,
+                        parallel=parallel,
+                    )
+                    .returning(rollouts.c.id)
+                )
+            ).scalar_one()
+            rows: list[dict[str, Any]] = [
+                {"tenant_id": t, "status": RunStatus.QUEUED.value, "from_revision": rev}
+                for t, rev in queued
+            ]
+            rows += [
+                {
+                    "tenant_id": t,
+                    "status": RunStatus.SKIPPED.value,
+                    "from_revision": rev,
+                    "to_revision": rev,
+                    "error_message": why,
+                    "started_at": now,
+                    "finished_at": now,
+                    "duration_ms": 0,
+                }
+                for t, rev, why in skipped
+            ]
+            rows += [
+                {
+                    "tenant_id": t,
+                    "status": RunStatus.FAILED.value,
+                    "error_class": cls.value,
+                    "error_message": message,
+                    "started_at": now,
+                    "finished_at": now,
+                    "duration_ms": 0,
+                }
+                for t, cls, message in failed
+            ]
+            if rows:
+                defaults = {
+                    "rollout_id": rollout_id,
+                    "attempt": 1,
+                    "from_revision": None,
+                    "to_revision": None,
+                    "applied": "",
+                    "started_at": None,
+                    "finished_at": None,
+                    "duration_ms": None,
+                    "error_class": None,
+                    "error_message": None,
+                }
+                await conn.execute(tenant_runs.insert(), [{**defaults, **r} for r in rows])
+        return int(rollout_id)
+
+    async def queued_runs(self, rollout_id: int) -> list[tuple[int, str]]:
+        """(run id, tenant id) of every queued run of a rollout."""
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(tenant_runs.c.id, tenant_runs.c.tenant_id)
+                    .where(tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status == RunStatus.QUEUED.value)
+                    .order_by(tenant_runs.c.tenant_id)
+                )
+            ).all()
+        return [(int(r.id), str(r.tenant_id)) for r in rows]
+
+    async def mark_running(self, run_id: int, worker: str) -> bool:
+        """Claim a queued run (compare-and-set on its status); False if someone else has it."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                tenant_runs.update()
+                .where(tenant_runs.c.id == run_id, tenant_runs.c.status == RunStatus.QUEUED.value)
+                .values(status=RunStatus.RUNNING.value, started_at=utcnow(), worker=worker)
+            )
+        return result.rowcount == 1
+
+    async def record_result(self, result: UnitResult) -> None:
+        async with self._tx() as conn:
+            await conn.execute(
+                tenant_runs.update()
+                .where(tenant_runs.c.id == result.run_id)
+                .values(
+                    status=result.status.value,
+                    from_revision=result.from_revision,
+                    to_revision=result.to_revision,
+                    applied=",".join(result.applied),
+                    started_at=result.started_at,
+                    finished_at=result.finished_at,
+                    duration_ms=result.duration_ms,
+                    worker=result.worker,
+                    error_class=result.error_class.value if result.error_class else None,
+                    error_message=result.error_message,
+                    traceback=result.traceback,
+                )
+            )
+
+    async def finish_rollout(self, rollout_id: int) -> RolloutState:
+        """Close a rollout whose runs are all terminal: failed if any run failed."""
+        counts = await self.rollout_counts(rollout_id)
+        state = RolloutState.FAILED if counts.get(RunStatus.FAILED, 0) else RolloutState.SUCCEEDED
+        async with self._tx() as conn:
+            await conn.execute(
+                rollouts.update()
+                .where(rollouts.c.id == rollout_id)
+                .values(state=state.value, finished_at=utcnow())
+            )
+        return state
+
+    @staticmethod
+    def _rollout(row: sa.Row[Any]) -> Rollout:
+        return Rollout(
+            id=int(row.id),
+            command=Command(row.command),
+            target=row.target,
+            selection=row.selection,
+            created_by=row.created_by,
+            created_at=_aware(row.created_at) or utcnow(),
+            finished_at=_aware(row.finished_at),
+            state=RolloutState(row.state),
+            parallel=int(row.parallel),
+        )
+
+    async def get_rollout(self, rollout_id: int | None = None) -> Rollout:
+        """A rollout by id, or the latest one."""
+        query = sa.select(rollouts)
+        query = (
+            query.where(rollouts.c.id == rollout_id)
+            if rollout_id is not None
+            else query.order_by(rollouts.c.id.desc()).limit(1)
+        )
+        async with self._tx() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise UnknownRollout("" if rollout_id is None else str(rollout_id))
+        return self._rollout(row)
+
+    async def rollout_counts(self, rollout_id: int) -> dict[RunStatus, int]:
+        """Runs by status, counting each tenant's latest attempt only."""
+        latest = self._latest_runs(rollout_id).subquery()
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(sa.select(latest.c.status, sa.func.count()).group_by(latest.c.status))
+            ).all()
+        return {RunStatus(status): int(n) for status, n in rows}
+
+    @staticmethod
+    def _latest_runs(rollout_id: int) -> sa.Select[Any]:
+        newest = (
+            sa.select(sa.func.max(tenant_runs.c.id))
+            .where(tenant_runs.c.rollout_id == rollout_id)
+            .group_by(tenant_runs.c.tenant_id)
+        )
+        return sa.select(tenant_runs).where(
+            tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.id.in_(newest)
+        )
+
+    async def rollout_runs(self, rollout_id: int) -> list[TenantRun]:
+        """The latest attempt of every tenant of a rollout, by tenant id."""
+        query = self._latest_runs(rollout_id).order_by(tenant_runs.c.tenant_id)
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            TenantRun(
+                id=int(r.id),
+                rollout_id=int(r.rollout_id),
+                tenant_id=r.tenant_id,
+                attempt=int(r.attempt),
+                status=RunStatus(r.status),
+                from_revision=r.from_revision,
+                to_revision=r.to_revision,
+                applied=tuple(a for a in r.applied.split(",") if a),
+                started_at=_aware(r.started_at),
+                finished_at=_aware(r.finished_at),
+                duration_ms=r.duration_ms,
+                worker=r.worker,
+                error_class=ErrorClass(r.error_class) if r.error_class else None,
+                error_message=r.error_message,
+                traceback=r.traceback,
+            )
+            for r in rows
+        ]

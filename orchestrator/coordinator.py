@@ -1,0 +1,219 @@
+"""The verbs: plan a rollout over a selection, hand its tenant runs to an executor, and report.
+
+The CLI (and later the API) only parse arguments and call these functions, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import scripts
+from .controldb.store import Store
+from .exceptions import ConfigurationError
+from .executors import Executor, InProcessExecutor
+from .models import Command, ErrorClass, RolloutState, RunStatus, Selector, Tenant, UnitJob, UnitResult
+from .planning import Plan, plan
+from .registry import connection_url
+from .revisions import Probe, RevisionRead, read_all
+from .secrets import SecretBox
+from .selection import select
+from .settings import Settings
+
+
+class Observer(Protocol):
+    """Progress of a rollout, for a progress bar or a log."""
+
+    def planned(self, rollout_id: int, plan: Plan) -> None: ...
+    def started(self, tenant_id: str) -> None: ...
+    def finished(self, tenant_id: str, result: UnitResult) -> None: ...
+
+
+class Silent:
+    def planned(self, rollout_id: int, plan: Plan) -> None:
+        pass
+
+    def started(self, tenant_id: str) -> None:
+        pass
+
+    def finished(self, tenant_id: str, result: UnitResult) -> None:
+        pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolved:
+    """The selected tenants with the URL each unit connects with (or why it cannot)."""
+
+    tenants: list[Tenant]
+    urls: dict[str, str]
+    unusable: dict[str, tuple[ErrorClass, str]]
+    secrets: tuple[str, ...]
+
+
+async def resolve_selection(
+    settings: Settings, store: Store, selector: Selector, environ: Mapping[str, str]
+) -> Resolved:
+    chosen = select(await store.list_tenants(), selector)
+    box = SecretBox(settings.secret_key.get_secret_value() if settings.secret_key else None)
+    urls: dict[str, str] = {}
+    unusable: dict[str, tuple[ErrorClass, str]] = {}
+    for tenant in chosen:
+        try:
+            urls[tenant.id] = connection_url(tenant, box, environ)
+        except ConfigurationError as exc:
+            unusable[tenant.id] = (ErrorClass.INVALID_CONFIG, exc.message)
+    from sqlalchemy.engine import make_url
+
+    secrets = tuple({p for u in urls.values() if (p := make_url(u).password)})
+    return Resolved(tenants=chosen, urls=urls, unusable=unusable, secrets=secrets)
+
+
+async def read_current(settings: Settings, resolved: Resolved) -> dict[str, RevisionRead]:
+    probes = [
+        Probe(tenant_id=t.id, url=resolved.urls[t.id], schema=t.schema)
+        for t in resolved.tenants
+        if t.id in resolved.urls
+    ]
+    return await read_all(
+        probes,
+        version_table=settings.version_table,
+        concurrency=settings.read_concurrency,
+        timeout=settings.connect_timeout,
+    )
+
+
+async def current(
+    settings: Settings, store: Store, selector: Selector, environ: Mapping[str, str]
+) -> list[RevisionRead]:
+    """Every selected tenant's live revision, read concurrently."""
+    resolved = await resolve_selection(settings, store, selector, environ)
+    reads = await read_current(settings, resolved)
+    for tenant_id, (cls, message) in resolved.unusable.items():
+        reads[tenant_id] = RevisionRead(tenant_id=tenant_id, error_class=cls, error=message)
+    return [reads[t.id] for t in resolved.tenants]
+
+
+async def rollout(
+    settings: Settings,
+    store: Store,
+    *,
+    command: Command,
+    revision: str,
+    selector: Selector,
+    parallel: int | None = None,
+    created_by: str,
+    environ: Mapping[str, str],
+    observer: Observer | None = None,
+    executor: Executor | None = None,
+) -> int:
+    """Run ``command revision`` over the selected tenants; returns the rollout id.
+
+    Preflight first (scripts load, the revision resolves, a single head): a refusal touches nothing.
+    Tenants already at an absolute target are recorded as skipped and get no task.
+    """
+    observer = observer or Silent()
+    script = scripts.scripts(settings.alembic_config)
+    target = scripts.resolve(script, command, revision)
+    resolved = await resolve_selection(settings, store, selector, environ)
+    reads = await read_current(settings, resolved)
+    the_plan = plan(resolved.tenants, reads, target, resolved.unusable)
+    parallel = parallel or settings.parallelism
+    rollout_id = await store.create_rollout(
+        command=command,
+        target=revision,
+        selection=_selection_record(selector, target),
+        created_by=created_by,
+        parallel=parallel,
+        queued=the_plan.queued,
+        skipped=the_plan.skipped,
+        failed=the_plan.failed,
+    )
+    observer.planned(rollout_id, the_plan)
+    by_id = {t.id: t for t in resolved.tenants}
+    alembic_ini = str(scripts.config_path(settings.alembic_config))
+    jobs = [
+        UnitJob(
+            run_id=run_id,
+            tenant_id=tenant_id,
+            command=command,
+            target=revision,
+            url=resolved.urls[tenant_id],
+            schema=by_id[tenant_id].schema,
+            alembic_config=alembic_ini,
+            version_table=settings.version_table,
+            lock_timeout_ms=int(settings.lock_timeout * 1000),
+            statement_timeout_ms=int(settings.statement_timeout * 1000),
+            lock_wait_s=settings.lock_wait,
+            connect_timeout_s=settings.connect_timeout,
+        )
+        for run_id, tenant_id in await store.queued_runs(rollout_id)
+    ]
+    tenant_of = {job.run_id: job.tenant_id for job in jobs}
+
+    async def on_start(job: UnitJob) -> None:
+        await store.mark_running(job.run_id, "in-process")
+        observer.started(job.tenant_id)
+
+    async def on_result(result: UnitResult) -> None:
+        await store.record_result(result)
+        observer.finished(tenant_of[result.run_id], result)
+
+    await (executor or InProcessExecutor(parallel)).run(jobs, on_start, on_result)
+    await store.finish_rollout(rollout_id)
+    return rollout_id
+
+
+def _selection_record(selector: Selector, target: scripts.Target) -> dict[str, Any]:
+    return {
+        "tenants": list(selector.tenants),
+        "tags": list(selector.tags),
+        "group": selector.group,
+        "exclude": list(selector.exclude),
+        "resolved_target": target.describe(),
+    }
+
+
+async def status(store: Store, rollout_id: int | None = None) -> dict[str, Any]:
+    """The rollout as ``status --json`` prints it: a contract users' scripts read."""
+    ro = await store.get_rollout(rollout_id)
+    runs = await store.rollout_runs(ro.id)
+    counts = {s.value: 0 for s in RunStatus}
+    for run in runs:
+        counts[run.status.value] += 1
+    return {
+        "id": ro.id,
+        "command": ro.command.value,
+        "target": ro.target,
+        "state": ro.state.value,
+        "created_by": ro.created_by,
+        "created_at": ro.created_at.isoformat(),
+        "finished_at": ro.finished_at.isoformat() if ro.finished_at else None,
+        "selection": json.loads(ro.selection),
+        "counts": counts,
+        "tenants": [
+            {
+                "tenant": r.tenant_id,
+                "status": r.status.value,
+                "attempt": r.attempt,
+                "from_revision": r.from_revision,
+                "to_revision": r.to_revision,
+                "applied": list(r.applied),
+                "duration_ms": r.duration_ms,
+                "worker": r.worker,
+                "error_class": r.error_class.value if r.error_class else None,
+                "error": r.error_message,
+            }
+            for r in runs
+        ],
+    }
+
+
+def exit_code(state: RolloutState | str) -> int:
+    """0 when every tenant succeeded or was skipped, 1 when any failed."""
+    return 0 if RolloutState(state) is RolloutState.SUCCEEDED else 1
+
+
+def failed_tenants(report: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    return [t for t in report["tenants"] if t["status"] == RunStatus.FAILED.value]

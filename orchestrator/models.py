@@ -1,0 +1,169 @@
+"""Domain records: plain frozen data shared by the core, the stores and the edges."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Command(enum.StrEnum):
+    """The Alembic verbs tenantctl runs across tenants."""
+
+    UPGRADE = "upgrade"
+    DOWNGRADE = "downgrade"
+    STAMP = "stamp"
+
+
+class RunStatus(enum.StrEnum):
+    """Where one attempt at one tenant stands. ``succeeded``/``failed``/``skipped`` are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+
+
+class RolloutState(enum.StrEnum):
+    """Where a rollout stands: ``running`` until every tenant run is terminal."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ErrorClass(enum.StrEnum):
+    """Why a tenant run failed, so ops can filter failures by cause."""
+
+    UNREACHABLE = "unreachable"
+    LOCK_TIMEOUT = "lock_timeout"
+    MIGRATION_ERROR = "migration_error"
+    TIMEOUT = "timeout"
+    INVALID_CONFIG = "invalid_config"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantSpec:
+    """A tenant as the user describes it (``tenants add`` / a row of ``tenants import``).
+
+    ``url`` may hold a clear password; the registry encrypts it before storing.
+    """
+
+    id: str
+    url: str
+    schema: str | None = None
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tenant:
+    """A registered tenant. ``url`` never holds a clear password: it is encrypted in ``password_token``
+    or referenced as ``${ENV_VAR}`` inside the URL."""
+
+    id: str
+    url: str
+    password_token: str | None = None
+    schema: str | None = None
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selector:
+    """Which tenants a command acts on; empty means every enabled tenant."""
+
+    tenants: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+    exclude: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"--tenant {t}" for t in self.tenants]
+        parts += [f"--tag {t}" for t in self.tags]
+        parts += [f"--group {self.group}"] if self.group else []
+        parts += [f"--exclude {t}" for t in self.exclude]
+        return " ".join(parts) if parts else "the registry (all enabled tenants)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rollout:
+    id: int
+    command: Command
+    target: str
+    selection: str
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    state: RolloutState
+    parallel: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantRun:
+    """One attempt at one tenant within a rollout."""
+
+    id: int
+    rollout_id: int
+    tenant_id: str
+    attempt: int
+    status: RunStatus
+    from_revision: str | None = None
+    to_revision: str | None = None
+    applied: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    worker: str | None = None
+    error_class: ErrorClass | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitJob:
+    """Everything one unit of work needs, resolved: it crosses a process boundary, never a broker
+    (``url`` holds the clear password)."""
+
+    run_id: int
+    tenant_id: str
+    command: Command
+    target: str
+    url: str = field(repr=False)
+    schema: str | None
+    alembic_config: str
+    version_table: str = "alembic_version"
+    lock_timeout_ms: int = 10_000
+    statement_timeout_ms: int = 0
+    lock_wait_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitResult:
+    """What a unit of work observed; the recorder turns it into the tenant run's final row."""
+
+    run_id: int
+    status: RunStatus
+    from_revision: str | None
+    to_revision: str | None
+    applied: tuple[str, ...]
+    started_at: datetime
+    finished_at: datetime
+    worker: str
+    error_class: ErrorClass | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+    @property
+    def duration_ms(self) -> int:
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)

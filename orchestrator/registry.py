@@ -1,0 +1,76 @@
+"""The tenant registry: turning user specs into stored tenants (passwords encrypted) and back into the
+URL a unit of work connects with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from . import validation
+from .controldb.store import ImportCounts, Store
+from .models import Tenant, TenantSpec
+from .secrets import SecretBox, mask_url, resolve_url, split_password
+
+
+def to_tenant(spec: TenantSpec, box: SecretBox) -> Tenant:
+    """Validate a spec and encrypt its clear password, if any."""
+    spec = validation.spec(spec)
+    url, password = split_password(spec.url)
+    return Tenant(
+        id=spec.id,
+        url=url,
+        password_token=box.encrypt(password) if password is not None else None,
+        schema=spec.schema,
+        tags=spec.tags,
+        group=spec.group,
+        enabled=spec.enabled,
+    )
+
+
+def connection_url(tenant: Tenant, box: SecretBox, environ: Mapping[str, str]) -> str:
+    """The tenant's URL with its password: only ever handed to a unit of work, never shown or stored."""
+    password = box.decrypt(tenant.password_token) if tenant.password_token else None
+    return resolve_url(tenant.url, password, environ)
+
+
+def display_url(tenant: Tenant) -> str:
+    """The URL for people: a stored password shows as ``***``."""
+    if tenant.password_token:
+        from sqlalchemy.engine import make_url
+
+        return make_url(tenant.url).set(password="***").render_as_string(hide_password=False)
+    return mask_url(tenant.url)
+
+
+def _same(a: Tenant, b: Tenant, box: SecretBox) -> bool:
+    def plain(t: Tenant) -> str | None:
+        return box.decrypt(t.password_token) if t.password_token else None
+
+    keys = ("url", "schema", "tags", "group", "enabled")
+    return all(getattr(a, k) == getattr(b, k) for k in keys) and plain(a) == plain(b)
+
+
+async def add(store: Store, spec: TenantSpec, box: SecretBox) -> Tenant:
+    tenant = to_tenant(spec, box)
+    await store.add_tenant(tenant)
+    return tenant
+
+
+async def import_specs(store: Store, specs: Sequence[TenantSpec], box: SecretBox) -> ImportCounts:
+    """Create or update every spec in one transaction; tenants absent from the file are left alone."""
+    existing = {t.id: t for t in await store.list_tenants()}
+    created: list[Tenant] = []
+    updated: list[Tenant] = []
+    unchanged = 0
+    for spec in specs:
+        current = existing.get(spec.id)
+        if current is not None:
+            # keep the stored ciphertext when the password did not change, so re-imports are no-ops
+            candidate = to_tenant(spec, box)
+            if _same(candidate, current, box):
+                unchanged += 1
+            else:
+                updated.append(candidate)
+        else:
+            created.append(to_tenant(spec, box))
+    await store.write_tenants(created, updated)
+    return ImportCounts(created=len(created), updated=len(updated), unchanged=unchanged)

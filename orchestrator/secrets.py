@@ -1,0 +1,103 @@
+"""Keeping passwords out of storage and out of sight: encryption at rest, ``${ENV}`` references,
+masking for display and scrubbing of free text (error messages, tracebacks)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .exceptions import ConfigurationError, InvalidTenant
+
+MASK = "***"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# user:password@ inside any URL-looking text; the password part is replaced.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
+_KV_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*[=:]\s*['\"]?)(?P<pw>[^\s'\",;]+)")
+
+
+def parse_url(raw: str) -> URL:
+    """Parse a tenant URL; the error never echoes the URL (it may hold a password)."""
+    try:
+        return make_url(raw)
+    except (ArgumentError, ValueError) as exc:
+        raise InvalidTenant("url", mask_text(raw), "not a database URL (e.g. postgresql://user@host/db)") from exc
+
+
+def mask_url(raw: str) -> str:
+    """The URL for display: a clear password becomes ``***``; ``${VAR}`` references are kept."""
+    return mask_text(raw)
+
+
+def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove every known secret and every ``scheme://user:password@`` password from free text."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    text = _URL_PASSWORD.sub(
+        lambda m: m["head"] + (m["pw"] if _ENV_REF.fullmatch(m["pw"]) else MASK) + m["at"], text
+    )
+    return _KV_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+
+
+class SecretBox:
+    """Encrypts passwords with a key derived from ``TENANTCTL_SECRET_KEY`` (Fernet: AES + HMAC)."""
+
+    def __init__(self, key: str | None) -> None:
+        self._fernet = (
+            Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest())) if key else None
+        )
+
+    def encrypt(self, password: str) -> str:
+        if self._fernet is None:
+            raise ConfigurationError(
+                "a tenant URL holds a password but TENANTCTL_SECRET_KEY is not set: set it to encrypt "
+                "passwords at rest, or write the password as ${ENV_VAR} in the URL"
+            )
+        return self._fernet.encrypt(password.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        if self._fernet is None:
+            raise ConfigurationError("TENANTCTL_SECRET_KEY is not set: cannot decrypt tenant passwords")
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise ConfigurationError(
+                "TENANTCTL_SECRET_KEY does not decrypt the stored tenant passwords (was the key changed?)"
+            ) from exc
+
+
+def split_password(raw: str) -> tuple[str, str | None]:
+    """Split a URL into (URL without a clear password, the clear password or None).
+
+    A password written as ``${VAR}`` is a reference, not a secret: it stays in the URL.
+    """
+    url = parse_url(raw)
+    password = url.password
+    if password is None or _ENV_REF.fullmatch(str(password)):
+        return raw, None
+    return url.set(password=None).render_as_string(hide_password=False), str(password)
+
+
+def resolve_url(stored: str, password: str | None, environ: Mapping[str, str]) -> str:
+    """The URL a unit of work connects with: ``${VAR}`` resolved from ``environ``, the password put back."""
+
+    def env(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in environ:
+            raise ConfigurationError(f"environment variable {name} referenced by a tenant URL is not set")
+        return environ[name]
+
+    url = make_url(_ENV_REF.sub(env, stored)) if _ENV_REF.search(stored) else make_url(stored)
+    if password is not None:
+        url = url.set(password=password)
+    return url.render_as_string(hide_password=False)
+
+
+def env_references(stored: str) -> list[str]:
+    return _ENV_REF.findall(stored)

@@ -1,0 +1,111 @@
+"""Fixtures shared by every test folder.
+
+A developer's ``TENANTCTL_*`` variables are cleared first, so they cannot change a result. Databases are
+created per test with unique names (``tctl_…``) and dropped after; nothing else on the servers is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+for _name in [n for n in os.environ if n.startswith("TENANTCTL_") and not n.startswith("TENANTCTL_TEST_")]:
+    del os.environ[_name]
+
+from tests.support.servers import postgres_url  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_INI = ROOT / "migrations" / "alembic.ini"
+FIXTURE_ENVS = ROOT / "tests" / "fixtures" / "envs"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """Base URL of the PostgreSQL server, without a database: ``postgresql://postgres@host:port``."""
+    return postgres_url()
+
+
+def _admin(server: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(f"{server}/postgres", autocommit=True)
+
+
+class DatabaseFactory:
+    """Creates uniquely named databases (optionally cloned from a template) and drops them all."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.created: list[str] = []
+
+    def create(self, template: str | None = None, prefix: str = "tctl") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        with _admin(self.server) as conn:
+            conn.execute(query)
+        self.created.append(name)
+        return name
+
+    def url(self, name: str, driver: str = "postgresql") -> str:
+        return f"{self.server.replace('postgresql://', driver + '://', 1)}/{name}"
+
+    def drop_all(self) -> None:
+        with _admin(self.server) as conn:
+            for name in reversed(self.created):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.created.clear()
+
+
+@pytest.fixture(scope="session")
+def session_dbs(pg_server: str) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(pg_server)
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture
+def dbs(pg_server: str) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(pg_server)
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def control_template(session_dbs: DatabaseFactory) -> str:
+    """A control database migrated once; each test clones it."""
+    import asyncio
+
+    from orchestrator.controldb.store import Store
+
+    name = session_dbs.create(prefix="tctl_ctltpl")
+
+    async def migrate() -> None:
+        async with Store(session_dbs.url(name)) as store:
+            await store.migrate()
+
+    asyncio.run(migrate())
+    return name
+
+
+@pytest.fixture
+def control_url(dbs: DatabaseFactory, control_template: str) -> str:
+    """A fresh, migrated PostgreSQL control database for this test."""
+    return dbs.url(dbs.create(template=control_template), driver="postgresql+asyncpg")
+
+
+@pytest.fixture
+def tenant_dbs(dbs: DatabaseFactory) -> Callable[[int], list[str]]:
+    """``tenant_dbs(n)``: n empty tenant databases, as plain postgresql:// URLs."""
+
+    def make(n: int) -> list[str]:
+        return [dbs.url(dbs.create(prefix="tctl_tenant")) for _ in range(n)]
+
+    return make
