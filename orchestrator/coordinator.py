@@ -203,7 +203,8 @@ async def status(store: Store, rollout_id: int | None = None) -> dict[str, Any]:
                 "duration_ms": r.duration_ms,
                 "worker": r.worker,
                 "error_class": r.error_class.value if r.error_class else None,
-                "error": r.error_message,
+                "error": r.error_message if r.status is RunStatus.FAILED else None,
+                "note": r.error_message if r.status is RunStatus.SKIPPED else None,
             }
             for r in runs
         ],

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sqlalchemy.engine import make_url
+
 from . import validation
 from .controldb.store import ImportCounts, Store
 from .models import Tenant, TenantSpec
@@ -35,9 +37,7 @@ def connection_url(tenant: Tenant, box: SecretBox, environ: Mapping[str, str]) -
 def display_url(tenant: Tenant) -> str:
     """The URL for people: a stored password shows as ``***``."""
     if tenant.password_token:
-        from sqlalchemy.engine import make_url
-
-        return make_url(tenant.url).set(password="***").render_as_string(hide_password=False)
+        return make_url(tenant.url).set(password="hidden").render_as_string(hide_password=True)
     return mask_url(tenant.url)
 
 

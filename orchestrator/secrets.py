@@ -81,7 +81,8 @@ def split_password(raw: str) -> tuple[str, str | None]:
     password = url.password
     if password is None or _ENV_REF.fullmatch(str(password)):
         return raw, None
-    return url.set(password=None).render_as_string(hide_password=False), str(password)
+    bare = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+    return bare.render_as_string(hide_password=False), str(password)
 
 
 def resolve_url(stored: str, password: str | None, environ: Mapping[str, str]) -> str:

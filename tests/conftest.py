@@ -109,3 +109,10 @@ def tenant_dbs(dbs: DatabaseFactory) -> Callable[[int], list[str]]:
         return [dbs.url(dbs.create(prefix="tctl_tenant")) for _ in range(n)]
 
     return make
+
+
+@pytest.fixture
+def harness(control_url: str, tmp_path: Path) -> object:
+    from tests.support.harness import Harness
+
+    return Harness(control_url, MIGRATIONS_INI, tmp_path)

@@ -1,0 +1,116 @@
+"""A failing tenant, concurrent rollouts, and env.py files written the other common ways."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from orchestrator.models import Command
+from tests.conftest import FIXTURE_ENVS, MIGRATIONS_INI
+from tests.support.harness import Harness, tenant_revision
+
+
+def test_failing_tenant_stays_at_last_good_revision_others_succeed(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    harness.alembic_ini = FIXTURE_ENVS / "failing" / "alembic.ini"
+    urls = tenant_dbs(6)
+    for i, url in enumerate(urls):
+        harness.register(f"t{i}", url)
+    with psycopg.connect(urls[3], autocommit=True) as conn:
+        conn.execute("CREATE TABLE poison (id int)")
+
+    result = harness.cli("upgrade", "head", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    by_tenant = {t["tenant"]: t for t in report["tenants"]}
+    assert report["state"] == "failed"
+    assert report["counts"]["failed"] == 1 and report["counts"]["succeeded"] == 5
+    bad = by_tenant["t3"]
+    assert bad["status"] == "failed"
+    assert bad["to_revision"] == "f001" == tenant_revision(urls[3])
+    assert bad["applied"] == ["f001"]
+    assert bad["error_class"] == "migration_error"
+    assert "poisoned tenant" in bad["error"]
+    with psycopg.connect(urls[3]) as conn:
+        assert conn.execute("SELECT to_regclass('b')").fetchone() == (None,), "f002's DDL must be rolled back"
+    run = harness.with_store(lambda s: s.rollout_runs(report["id"]))
+    traceback = next(r.traceback for r in run if r.tenant_id == "t3")
+    assert traceback and "RuntimeError: poisoned tenant" in traceback and "f002" in traceback
+    assert all(tenant_revision(u) == "f003" for i, u in enumerate(urls) if i != 3)
+    assert "t3" in result.stderr and "poisoned tenant" in result.stderr  # shown as it happens
+
+
+def test_two_rollouts_at_once_never_migrate_a_tenant_twice(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    harness.alembic_ini = FIXTURE_ENVS / "slow" / "alembic.ini"
+    urls = tenant_dbs(8)
+    for i, url in enumerate(urls):
+        harness.register(f"t{i}", url)
+    args = [sys.executable, "-m", "orchestrator", "upgrade", "head", "--json", "--parallel", "4"]
+    env = harness.env(TENANTCTL_TEST_SLOW_SECONDS="0.3")
+    procs = [
+        subprocess.Popen(args, cwd=harness.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    reports = [json.loads(out) for out, _ in outputs]
+    for i, url in enumerate(urls):
+        assert tenant_revision(url) == "s003"
+        applied = [r for rep in reports for t in rep["tenants"] if t["tenant"] == f"t{i}" for r in t["applied"]]
+        assert sorted(applied) == ["s001", "s002", "s003"], f"t{i} migrated more than once: {applied}"
+
+
+def test_env_reading_only_sqlalchemy_url(harness: Harness, tenant_dbs: Callable[[int], list[str]]) -> None:
+    """The unmodified `alembic init -t async` env.py: asyncio.run over sqlalchemy.url."""
+    harness.alembic_ini = FIXTURE_ENVS / "sqlalchemy_url" / "alembic.ini"
+    urls = tenant_dbs(3)
+    for i, url in enumerate(urls):
+        harness.register(f"t{i}", url.replace("postgresql://", "postgresql+asyncpg://"))
+    report = harness.rollout(Command.UPGRADE, "head")
+    assert report["state"] == "succeeded", report
+    assert [tenant_revision(u) for u in urls] == ["0004"] * 3
+
+
+def test_env_reading_only_the_shared_connection(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    harness.alembic_ini = FIXTURE_ENVS / "connection_only" / "alembic.ini"
+    urls = tenant_dbs(3)
+    for i, url in enumerate(urls):
+        harness.register(f"t{i}", url)
+    report = harness.rollout(Command.UPGRADE, "head")
+    assert report["state"] == "succeeded", report
+    down = harness.rollout(Command.DOWNGRADE, "-2")
+    assert {t["to_revision"] for t in down["tenants"]} == {"0002"}
+    assert [tenant_revision(u) for u in urls] == ["0002"] * 3
+
+
+def test_several_heads_refused_before_touching_anything(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    harness.alembic_ini = FIXTURE_ENVS / "twoheads" / "alembic.ini"
+    (url,) = tenant_dbs(1)
+    harness.register("t0", url)
+    result = harness.cli("upgrade", "head")
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "h002a" in lines[0] and "h002b" in lines[0]
+    assert tenant_revision(url) is None
+    with pytest.raises(Exception, match="no rollout"):
+        harness.status()
+
+
+def test_shipped_env_also_runs_under_plain_alembic(tenant_dbs: Callable[[int], list[str]]) -> None:
+    """The contract: what tenantctl drives is what `alembic -x url=… upgrade head` runs."""
+    (url,) = tenant_dbs(1)
+    cmd = [sys.executable, "-m", "alembic", "-c", str(MIGRATIONS_INI), "-x", f"url={url}", "-x", "schema=acme"]
+    subprocess.run([*cmd, "upgrade", "head"], check=True, capture_output=True)
+    assert tenant_revision(url, "acme") == "0004"
