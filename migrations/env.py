@@ -21,13 +21,14 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-VERSION_TABLE = "alembic_version"
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 _ASYNCPG_FROM = frozenset({"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"})
 _AIOSQLITE_FROM = frozenset({"sqlite", "sqlite+pysqlite"})
 
 config = context.config
 x_args = context.get_x_argument(as_dictionary=True)
+# tenantctl passes -x version_table= when its TENANTCTL_VERSION_TABLE is not the default
+VERSION_TABLE = x_args.get("version_table") or "alembic_version"
 
 # A caller that shares its connection runs in-process: reconfiguring its logging would be rude.
 if config.config_file_name is not None and config.attributes.get(

@@ -34,10 +34,14 @@ def example_migrations() -> Path:
 
 def run_demo(workspace: Path, count: int) -> int:
     if workspace.exists() and any(workspace.iterdir()):
-        raise ConfigurationError(f"{workspace} already exists and is not empty: remove it or pass --workspace")
+        raise ConfigurationError(
+            f"{workspace} already exists and is not empty: remove it or pass --workspace"
+        )
     workspace = workspace.resolve()
     (workspace / "tenants").mkdir(parents=True)
-    shutil.copytree(example_migrations(), workspace / "migrations", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        example_migrations(), workspace / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
     control = f"sqlite+aiosqlite:///{workspace / 'tenantctl.db'}"
     alembic_ini = workspace / "migrations" / "alembic.ini"
     (workspace / ".env").write_text(

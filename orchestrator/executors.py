@@ -34,7 +34,9 @@ class InProcessExecutor:
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.parallel)
         workers = min(self.parallel, len(jobs))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
 
             async def one(job: UnitJob) -> None:
                 async with gate:

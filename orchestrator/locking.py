@@ -27,7 +27,9 @@ def lock_key(database: str, schema: str | None, version_table: str) -> int:
     computes the same key. Advisory locks are per database already; the host is left out on purpose, so
     two spellings of one server (localhost, 127.0.0.1) still exclude each other.
     """
-    digest = hashlib.blake2b(f"tenantctl\0{database}\0{schema or ''}\0{version_table}".encode(), digest_size=8)
+    digest = hashlib.blake2b(
+        f"tenantctl\0{database}\0{schema or ''}\0{version_table}".encode(), digest_size=8
+    )
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
@@ -46,7 +48,9 @@ def pg_lock(conn: Connection, tenant: str, key: int, wait_s: float) -> Iterator[
         if got:
             break
         if time.monotonic() >= deadline:
-            raise TenantLockTimeout(tenant, f"another runner held tenant {tenant}'s migration lock for {wait_s:g}s")
+            raise TenantLockTimeout(
+                tenant, f"another runner held tenant {tenant}'s migration lock for {wait_s:g}s"
+            )
         delay = _backoff(deadline, delay)
     try:
         yield

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 from .models import ErrorClass
@@ -69,7 +69,7 @@ async def _read_pg(probe: Probe, version_table: str, timeout: float) -> Revision
     table = (quote_ident(probe.schema) + "." if probe.schema else "") + quote_ident(version_table)
     try:
         conn = await asyncpg.connect(
-            **asyncpg_params(probe.url),  # type: ignore[arg-type]
+            **asyncpg_params(probe.url),
             timeout=timeout,
             command_timeout=timeout,
             server_settings={"application_name": "tenantctl", "default_transaction_read_only": "on"},
@@ -80,7 +80,7 @@ async def _read_pg(probe: Probe, version_table: str, timeout: float) -> Revision
         exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
         if not exists:
             return RevisionRead(tenant_id=probe.tenant_id)
-        rows = await conn.fetch(f"SELECT version_num FROM {table}")  # noqa: S608 - quoted identifiers
+        rows = await conn.fetch(f"SELECT version_num FROM {table}")
         return RevisionRead(
             tenant_id=probe.tenant_id, heads=tuple(sorted(r[0] for r in rows)), version_table=True
         )
@@ -101,10 +101,12 @@ def _read_sqlite(probe: Probe, version_table: str, timeout: float) -> RevisionRe
             ).fetchone()
             if not found:
                 return RevisionRead(tenant_id=probe.tenant_id)
-            rows = conn.execute(f"SELECT version_num FROM {quote_ident(version_table)}").fetchall()  # noqa: S608
+            rows = conn.execute(f"SELECT version_num FROM {quote_ident(version_table)}").fetchall()
     except sqlite3.Error as exc:
         return _unreachable(probe, exc)
-    return RevisionRead(tenant_id=probe.tenant_id, heads=tuple(sorted(r[0] for r in rows)), version_table=True)
+    return RevisionRead(
+        tenant_id=probe.tenant_id, heads=tuple(sorted(r[0] for r in rows)), version_table=True
+    )
 
 
 def _unreachable(probe: Probe, exc: BaseException) -> RevisionRead:

@@ -42,7 +42,8 @@ class Target:
 def config_path(path: Path) -> Path:
     if not path.is_file():
         raise ConfigurationError(
-            f"Alembic config {str(path)!r} not found: set TENANTCTL_ALEMBIC_CONFIG to your tenants' alembic.ini"
+            f"Alembic config {str(path)!r} not found: "
+            "set TENANTCTL_ALEMBIC_CONFIG to your tenants' alembic.ini"
         )
     return path.resolve()
 
@@ -99,7 +100,9 @@ def _check_relative(script: ScriptDirectory, spec: str) -> None:
             raise UnknownRevision(spec, str(exc).splitlines()[0]) from exc
 
 
-def applied_between(script: ScriptDirectory, before: tuple[str, ...], after: tuple[str, ...]) -> tuple[str, ...]:
+def applied_between(
+    script: ScriptDirectory, before: tuple[str, ...], after: tuple[str, ...]
+) -> tuple[str, ...]:
     """The revisions crossed going from ``before`` to ``after``, in the order they ran (best effort:
     an empty tuple when the path is not a simple line)."""
     if set(before) == set(after) or len(before) > 1 or len(after) > 1:

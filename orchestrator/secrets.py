@@ -26,7 +26,9 @@ def parse_url(raw: str) -> URL:
     try:
         return make_url(raw)
     except (ArgumentError, ValueError) as exc:
-        raise InvalidTenant("url", mask_text(raw), "not a database URL (e.g. postgresql://user@host/db)") from exc
+        raise InvalidTenant(
+            "url", mask_text(raw), "not a database URL (e.g. postgresql://user@host/db)"
+        ) from exc
 
 
 def mask_url(raw: str) -> str:

@@ -22,9 +22,7 @@ class Settings(BaseSettings):
         default=SecretStr(DEFAULT_CONTROL_DB),
         description="Control database: a local SQLite file by default, postgresql+asyncpg://… in production.",
     )
-    alembic_config: Path = Field(
-        default=Path("alembic.ini"), description="Path of the tenants' alembic.ini."
-    )
+    alembic_config: Path = Field(default=Path("alembic.ini"), description="Path of the tenants' alembic.ini.")
     broker_url: SecretStr | None = Field(
         default=None, description="Celery broker (redis://…); unset runs tenants in the in-process pool."
     )
@@ -34,13 +32,17 @@ class Settings(BaseSettings):
     )
     connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to connect to a tenant.")
     lock_timeout: float = Field(
-        default=10.0, ge=0, description="PostgreSQL lock_timeout (seconds) for migration statements; 0 = none."
+        default=10.0,
+        ge=0,
+        description="PostgreSQL lock_timeout (seconds) for migration statements; 0 = none.",
     )
     statement_timeout: float = Field(
         default=0.0, ge=0, description="PostgreSQL statement_timeout (seconds) for migrations; 0 = none."
     )
     lock_wait: float = Field(
-        default=60.0, ge=0, description="Seconds to wait for a tenant's migration lock held by another runner."
+        default=60.0,
+        ge=0,
+        description="Seconds to wait for a tenant's migration lock held by another runner.",
     )
     version_table: str = Field(default="alembic_version", description="Alembic version table name.")
     secret_key: SecretStr | None = Field(

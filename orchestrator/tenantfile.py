@@ -43,7 +43,9 @@ def read(path: Path) -> list[TenantSpec]:
     for line, row in rows:
         spec = _spec(name, line, row)
         if spec.id in seen:
-            raise ImportFileError(name, line, f"tenant {spec.id!r} appears twice (first on line {seen[spec.id]})")
+            raise ImportFileError(
+                name, line, f"tenant {spec.id!r} appears twice (first on line {seen[spec.id]})"
+            )
         seen[spec.id] = line
         specs.append(spec)
     return specs
@@ -109,8 +111,10 @@ def _yaml_rows(name: str, text: str) -> Iterator[tuple[int, Any]]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ImportFileError(name, mark.line + 1 if mark else None, "not valid YAML") from exc
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        reason = f"not valid YAML: {problem}" if problem else "not valid YAML"
+        raise ImportFileError(name, mark.line + 1 if mark else None, reason) from exc
     if root is None:
         return iter(())
     if isinstance(root, yaml.MappingNode) and len(root.value) == 1 and root.value[0][0].value == "tenants":

@@ -16,14 +16,18 @@ import argparse
 import os
 import socket
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -43,9 +47,25 @@ def sync_url(url: URL) -> URL:
     return url.set(drivername="postgresql+psycopg" if url.get_backend_name() == "postgresql" else "sqlite")
 
 
+def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
+    """pysqlite commits DDL implicitly; emitting BEGIN ourselves makes a failed revision roll back whole."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
 def _engine(job: UnitJob, url: URL) -> sa.Engine:
     if url.get_backend_name() == "sqlite":
-        return sa.create_engine(sync_url(url), poolclass=NullPool, connect_args={"timeout": job.lock_wait_s})
+        engine = sa.create_engine(
+            sync_url(url), poolclass=NullPool, connect_args={"timeout": job.lock_wait_s}
+        )
+        _sqlite_transactional_ddl(engine)
+        return engine
     options = (
         f"-c lock_timeout={job.lock_timeout_ms} -c statement_timeout={job.statement_timeout_ms} "
         "-c application_name=tenantctl"
@@ -65,13 +85,15 @@ def read_heads(conn: Connection, schema: str | None, version_table: str) -> tupl
         conn.rollback()
         return ()
     table = (quote_ident(schema) + "." if schema else "") + quote_ident(version_table)
-    rows = conn.execute(sa.text(f"SELECT version_num FROM {table}")).scalars().all()  # noqa: S608
+    rows = conn.execute(sa.text(f"SELECT version_num FROM {table}")).scalars().all()
     conn.rollback()
     return tuple(sorted(rows))
 
 
 def alembic_config(job: UnitJob, conn: Connection | None) -> Config:
     x = [f"url={job.url}", f"tenant={job.tenant_id}"] + ([f"schema={job.schema}"] if job.schema else [])
+    if job.version_table != "alembic_version":
+        x.append(f"version_table={job.version_table}")
     cfg = Config(job.alembic_config, cmd_opts=argparse.Namespace(x=x))
     cfg.set_main_option("sqlalchemy.url", job.url.replace("%", "%%"))
     if conn is not None:
@@ -82,12 +104,13 @@ def alembic_config(job: UnitJob, conn: Connection | None) -> Config:
 def run_alembic(cfg: Config, script: ScriptDirectory, command: Command, target: str) -> None:
     """What ``alembic.command.upgrade/downgrade/stamp`` do, over an already loaded script directory
     (``command.*`` would re-read every revision file for every tenant)."""
+    fn: Callable[[Any, Any], Any]
     if command is Command.UPGRADE:
-        fn = lambda rev, _ctx: script._upgrade_revs(target, rev)  # noqa: E731, SLF001
+        fn = lambda rev, _ctx: script._upgrade_revs(target, rev)  # noqa: E731
     elif command is Command.DOWNGRADE:
-        fn = lambda rev, _ctx: script._downgrade_revs(target, rev)  # noqa: E731, SLF001
+        fn = lambda rev, _ctx: script._downgrade_revs(target, rev)  # noqa: E731
     else:
-        fn = lambda rev, _ctx: script._stamp_revs((target,), rev)  # noqa: E731, SLF001
+        fn = lambda rev, _ctx: script._stamp_revs((target,), rev)  # noqa: E731
     destination: str | tuple[str, ...] = (target,) if command is Command.STAMP else target
     with EnvironmentContext(cfg, script, fn=fn, as_sql=False, starting_rev=None, destination_rev=destination):
         script.run_env()
@@ -115,7 +138,9 @@ def run_unit(job: UnitJob) -> UnitResult:
     after: tuple[str, ...] | None = None
     applied: tuple[str, ...] = ()
 
-    def result(status: RunStatus, exc: BaseException | None = None, cls: ErrorClass | None = None) -> UnitResult:
+    def result(
+        status: RunStatus, exc: BaseException | None = None, cls: ErrorClass | None = None
+    ) -> UnitResult:
         message = tb = None
         if exc is not None:
             message = mask_text(f"{exc.__class__.__name__}: {exc}".strip(), secrets)
@@ -148,8 +173,12 @@ def run_unit(job: UnitJob) -> UnitResult:
                 failure: BaseException | None = None
                 try:
                     run_alembic(alembic_config(job, conn), script, job.command, job.target)
+                    if conn.in_transaction():  # an env.py that left its work open: it succeeded, keep it
+                        conn.commit()
                 except Exception as exc:  # the migration's own error: record it, read where it stopped
                     failure = exc
+                    if conn.in_transaction():
+                        conn.rollback()
                 after = read_heads(conn, job.schema, job.version_table)
                 applied = scripts.applied_between(script, before, after)
                 if failure is not None:
@@ -167,7 +196,9 @@ def run_unit(job: UnitJob) -> UnitResult:
         return result(RunStatus.FAILED, exc, _classify(exc))
 
 
-def _lock(conn: Connection, job: UnitJob, url: URL) -> object:
+def _lock(conn: Connection, job: UnitJob, url: URL) -> AbstractContextManager[None]:
     if url.get_backend_name() == "sqlite":
         return file_lock(f"{url.database}.tenantctl-lock", job.tenant_id, job.lock_wait_s)
-    return pg_lock(conn, job.tenant_id, lock_key(url.database or "", job.schema, job.version_table), job.lock_wait_s)
+    return pg_lock(
+        conn, job.tenant_id, lock_key(url.database or "", job.schema, job.version_table), job.lock_wait_s
+    )

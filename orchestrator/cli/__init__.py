@@ -30,7 +30,10 @@ def normalise_args(args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = normalise_args(sys.argv[1:] if argv is None else list(argv))
-    debug = "--debug" in args
+    cut = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:cut]
+    if debug:  # accepted anywhere on the line, not only before the command
+        args = ["--debug", *(a for a in args[:cut] if a != "--debug"), *args[cut:]]
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="tenantctl", standalone_mode=False)

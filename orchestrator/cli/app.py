@@ -14,7 +14,19 @@ from ..controldb.store import Store
 from ..models import Command
 from ..secrets import mask_text
 from . import render
-from .common import ExcludeOpt, GroupOpt, JsonOpt, TagOpt, TenantOpt, err, out, print_json, run, selector, settings
+from .common import (
+    ExcludeOpt,
+    GroupOpt,
+    JsonOpt,
+    TagOpt,
+    TenantOpt,
+    err,
+    out,
+    print_json,
+    run,
+    selector,
+    settings,
+)
 from .tenants import app as tenants_app
 
 app = typer.Typer(
@@ -28,9 +40,14 @@ db_app = typer.Typer(help="The control database.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(db_app, name="db")
 
-RevArg = Annotated[str, typer.Argument(metavar="REV", help="Revision as Alembic takes it: head, base, +1, -1, an id.")]
+RevArg = Annotated[
+    str, typer.Argument(metavar="REV", help="Revision as Alembic takes it: head, base, +1, -1, an id.")
+]
 ParallelOpt = Annotated[
-    int | None, typer.Option("--parallel", "-p", min=1, max=512, help="Tenants at once [default: TENANTCTL_PARALLELISM].")
+    int | None,
+    typer.Option(
+        "--parallel", "-p", min=1, max=512, help="Tenants at once [default: TENANTCTL_PARALLELISM]."
+    ),
 ]
 
 
@@ -96,7 +113,7 @@ def upgrade(
     parallel: ParallelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upgrade the selected tenants to REV. Exit 0: all succeeded; 1: some failed; 2: bad input; 3: refused."""
+    """Upgrade the selected tenants to REV. Exit 0 all succeeded, 1 some failed, 2 bad input, 3 refused."""
     _rollout(Command.UPGRADE, revision, selector(tenant, tag, group, exclude), parallel, as_json)
 
 
@@ -130,7 +147,9 @@ def stamp(
 
 @app.command()
 def status(
-    rollout: Annotated[int | None, typer.Argument(metavar="[ROLLOUT_ID]", help="Default: the latest rollout.")] = None,
+    rollout: Annotated[
+        int | None, typer.Argument(metavar="[ROLLOUT_ID]", help="Default: the latest rollout.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Where every tenant of a rollout stands. Exit 1 if the rollout failed."""
@@ -153,13 +172,12 @@ def current(
     """Each selected tenant's live revision, read from its database. Exit 1 if any is unreachable."""
     cfg = settings()
     environ = dict(os.environ)
-    reads = run(lambda store: coordinator.current(cfg, store, selector(tenant, tag, group, exclude), environ), cfg=cfg)
+    reads = run(
+        lambda store: coordinator.current(cfg, store, selector(tenant, tag, group, exclude), environ), cfg=cfg
+    )
     if as_json:
         print_json(
-            [
-                {"tenant": r.tenant_id, "revision": ",".join(r.heads) or None, "error": r.error}
-                for r in reads
-            ]
+            [{"tenant": r.tenant_id, "revision": ",".join(r.heads) or None, "error": r.error} for r in reads]
         )
     else:
         table = Table("tenant", "revision", box=None, header_style="bold")
@@ -184,14 +202,16 @@ def history() -> None:
     script = scripts.scripts(settings().alembic_config)
     heads_ = set(script.get_heads())
     for rev in script.walk_revisions():
-        down = ", ".join(rev._format_down_revision().split(", ")) if rev.down_revision else "<base>"  # noqa: SLF001
+        down = ", ".join(rev._format_down_revision().split(", ")) if rev.down_revision else "<base>"
         mark = " (head)" if rev.revision in heads_ else ""
         out.print(f"{down} -> {rev.revision}{mark}, {rev.doc or ''}".rstrip(", "), highlight=False)
 
 
 @app.command()
 def demo(
-    workspace: Annotated[Path, typer.Option("--workspace", help="Where to create the demo.")] = Path("tenantctl-demo"),
+    workspace: Annotated[Path, typer.Option("--workspace", help="Where to create the demo.")] = Path(
+        "tenantctl-demo"
+    ),
     tenants: Annotated[int, typer.Option("--tenants", min=1, max=500, help="How many tenants.")] = 12,
 ) -> None:
     """Create a throwaway workspace of local SQLite tenants and roll them to head."""

@@ -33,12 +33,18 @@ TagOpt = Annotated[
     list[str] | None, typer.Option("--tag", help="Only tenants with this tag (repeatable: all must match).")
 ]
 GroupOpt = Annotated[str | None, typer.Option("--group", "-g", help="Only tenants of this group.")]
-ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="Leave this tenant out (repeatable).")]
+ExcludeOpt = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Leave this tenant out (repeatable).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
-def selector(tenant: list[str] | None, tag: list[str] | None, group: str | None, exclude: list[str] | None) -> Selector:
-    return Selector(tenants=tuple(tenant or ()), tags=tuple(tag or ()), group=group, exclude=tuple(exclude or ()))
+def selector(
+    tenant: list[str] | None, tag: list[str] | None, group: str | None, exclude: list[str] | None
+) -> Selector:
+    return Selector(
+        tenants=tuple(tenant or ()), tags=tuple(tag or ()), group=group, exclude=tuple(exclude or ())
+    )
 
 
 def settings() -> Settings:

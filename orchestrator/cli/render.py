@@ -79,14 +79,17 @@ def summary(report: Mapping[str, Any]) -> None:
     counts = {k: v for k, v in report["counts"].items() if v}
     parts = ", ".join(f"[{STATUS_STYLE.get(k, '')}]{v} {k}[/]" for k, v in counts.items())
     out.print(
-        f"rollout {report['id']}: {report['command']} {report['target']} — [bold]{report['state']}[/bold] ({parts})",
+        f"rollout {report['id']}: {report['command']} {report['target']} — "
+        f"[bold]{report['state']}[/bold] ({parts})",
         highlight=False,
     )
     failed = [t for t in report["tenants"] if t["status"] == "failed"]
     if failed:
         table = Table("tenant", "at", "error class", "error", box=None, header_style="bold red")
         for t in failed[:50]:
-            table.add_row(t["tenant"], t["to_revision"] or "base", t["error_class"] or "", (t["error"] or "")[:200])
+            table.add_row(
+                t["tenant"], t["to_revision"] or "base", t["error_class"] or "", (t["error"] or "")[:200]
+            )
         out.print(table)
         if len(failed) > 50:
             out.print(f"… and {len(failed) - 50} more: tenantctl status {report['id']} --json")

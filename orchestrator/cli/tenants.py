@@ -37,13 +37,17 @@ def _public(t: Tenant) -> dict[str, object]:
 def add(
     tenant_id: Annotated[str, typer.Argument(metavar="ID", help="Tenant id (a slug).")],
     url: Annotated[str, typer.Option("--url", help="Database URL; a password is encrypted at rest.")],
-    schema: Annotated[str | None, typer.Option("--schema", help="PostgreSQL schema (schema per tenant).")] = None,
+    schema: Annotated[
+        str | None, typer.Option("--schema", help="PostgreSQL schema (schema per tenant).")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable).")] = None,
     group: Annotated[str | None, typer.Option("--group", help="Group name.")] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Register it disabled.")] = False,
 ) -> None:
     """Register a tenant."""
-    spec = TenantSpec(id=tenant_id, url=url, schema=schema, tags=tuple(tag or ()), group=group, enabled=not disabled)
+    spec = TenantSpec(
+        id=tenant_id, url=url, schema=schema, tags=tuple(tag or ()), group=group, enabled=not disabled
+    )
     box = _box()
     tenant = run(lambda store: registry.add(store, spec, box), cfg=settings())
     err.print(f"added tenant {tenant.id} ({registry.display_url(tenant)})", highlight=False)
@@ -59,7 +63,12 @@ def list_(as_json: JsonOpt = False) -> None:
     table = Table("id", "url", "schema", "tags", "group", "enabled", box=None, header_style="bold")
     for t in tenants:
         table.add_row(
-            t.id, registry.display_url(t), t.schema or "", ",".join(t.tags), t.group or "", "yes" if t.enabled else "no"
+            t.id,
+            registry.display_url(t),
+            t.schema or "",
+            ",".join(t.tags),
+            t.group or "",
+            "yes" if t.enabled else "no",
         )
     out.print(table)
     err.print(f"{len(tenants)} tenant(s)")

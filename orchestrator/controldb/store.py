@@ -120,11 +120,15 @@ class Store:
         """Create or upgrade the control database to the head of its own history; returns (before, after)."""
 
         def run(sync: Connection) -> tuple[str | None, str | None]:
-            before = MigrationContext.configure(sync, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            before = MigrationContext.configure(
+                sync, opts={"version_table": VERSION_TABLE}
+            ).get_current_revision()
             cfg = self._alembic_config()
             cfg.attributes["connection"] = sync
             command.upgrade(cfg, "head")
-            after = MigrationContext.configure(sync, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            after = MigrationContext.configure(
+                sync, opts={"version_table": VERSION_TABLE}
+            ).get_current_revision()
             return before, after
 
         async with self._tx() as conn:
@@ -135,7 +139,9 @@ class Store:
         head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
         def current(sync: Connection) -> str | None:
-            return MigrationContext.configure(sync, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            return MigrationContext.configure(
+                sync, opts={"version_table": VERSION_TABLE}
+            ).get_current_revision()
 
         async with self._tx() as conn:
             rev = await conn.run_sync(current)
@@ -202,9 +208,7 @@ class Store:
     async def set_enabled(self, tenant_id: str, enabled: bool) -> None:
         async with self._tx() as conn:
             result = await conn.execute(
-                tenants.update()
-                .where(tenants.c.id == tenant_id)
-                .values(enabled=enabled, updated_at=utcnow())
+                tenants.update().where(tenants.c.id == tenant_id).values(enabled=enabled, updated_at=utcnow())
             )
         if result.rowcount == 0:
             raise UnknownTenant(tenant_id)
@@ -275,8 +279,7 @@ class Store:
                 )
             ).scalar_one()
             rows: list[dict[str, Any]] = [
-                {"tenant_id": t, "status": RunStatus.QUEUED.value, "from_revision": rev}
-                for t, rev in queued
+                {"tenant_id": t, "status": RunStatus.QUEUED.value, "from_revision": rev} for t, rev in queued
             ]
             rows += [
                 {
@@ -325,7 +328,9 @@ class Store:
             rows = (
                 await conn.execute(
                     sa.select(tenant_runs.c.id, tenant_runs.c.tenant_id)
-                    .where(tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status == RunStatus.QUEUED.value)
+                    .where(
+                        tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status == RunStatus.QUEUED.value
+                    )
                     .order_by(tenant_runs.c.tenant_id)
                 )
             ).all()

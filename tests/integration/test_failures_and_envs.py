@@ -56,7 +56,9 @@ def test_two_rollouts_at_once_never_migrate_a_tenant_twice(
     args = [sys.executable, "-m", "orchestrator", "upgrade", "head", "--json", "--parallel", "4"]
     env = harness.env(TENANTCTL_TEST_SLOW_SECONDS="0.3")
     procs = [
-        subprocess.Popen(args, cwd=harness.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            args, cwd=harness.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=240) for p in procs]
@@ -64,7 +66,9 @@ def test_two_rollouts_at_once_never_migrate_a_tenant_twice(
     reports = [json.loads(out) for out, _ in outputs]
     for i, url in enumerate(urls):
         assert tenant_revision(url) == "s003"
-        applied = [r for rep in reports for t in rep["tenants"] if t["tenant"] == f"t{i}" for r in t["applied"]]
+        applied = [
+            r for rep in reports for t in rep["tenants"] if t["tenant"] == f"t{i}" for r in t["applied"]
+        ]
         assert sorted(applied) == ["s001", "s002", "s003"], f"t{i} migrated more than once: {applied}"
 
 
@@ -111,6 +115,16 @@ def test_several_heads_refused_before_touching_anything(
 def test_shipped_env_also_runs_under_plain_alembic(tenant_dbs: Callable[[int], list[str]]) -> None:
     """The contract: what tenantctl drives is what `alembic -x url=… upgrade head` runs."""
     (url,) = tenant_dbs(1)
-    cmd = [sys.executable, "-m", "alembic", "-c", str(MIGRATIONS_INI), "-x", f"url={url}", "-x", "schema=acme"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alembic",
+        "-c",
+        str(MIGRATIONS_INI),
+        "-x",
+        f"url={url}",
+        "-x",
+        "schema=acme",
+    ]
     subprocess.run([*cmd, "upgrade", "head"], check=True, capture_output=True)
     assert tenant_revision(url, "acme") == "0004"

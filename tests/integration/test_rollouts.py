@@ -86,7 +86,9 @@ def test_schema_per_tenant(harness: Harness, dbs: DatabaseFactory) -> None:
     assert {tenant_revision(u, s) for u, s in where.values()} == {HEAD}
 
 
-def test_noop_rollout_skips_without_dispatch(harness: Harness, tenant_dbs: Callable[[int], list[str]]) -> None:
+def test_noop_rollout_skips_without_dispatch(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
     for i, url in enumerate(tenant_dbs(5)):
         harness.register(f"t{i}", url)
     harness.rollout(Command.UPGRADE, "head")

@@ -76,7 +76,9 @@ class Harness:
         spec = TenantSpec(id=tenant_id, url=url, **fields)
         self.with_store(lambda store: registry.add(store, spec, self.box))
 
-    def rollout(self, command: Command, revision: str, selector: Selector | None = None, **overrides: Any) -> dict[str, Any]:
+    def rollout(
+        self, command: Command, revision: str, selector: Selector | None = None, **overrides: Any
+    ) -> dict[str, Any]:
         cfg = self.settings(**overrides)
 
         async def go(store: Store) -> dict[str, Any]:
@@ -101,9 +103,7 @@ def tenant_revision(url: str, schema: str | None = None, table: str = "alembic_v
     """Read a tenant's version rows straight from PostgreSQL, as an independent witness."""
     with psycopg.connect(url, autocommit=True) as conn:
         ident = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-        exists = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", [ident.as_string(conn)]
-        ).fetchone()
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [ident.as_string(conn)]).fetchone()
         if not exists or not exists[0]:
             return None
         rows = conn.execute(sql.SQL("SELECT version_num FROM {}").format(ident)).fetchall()

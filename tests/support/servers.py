@@ -36,7 +36,9 @@ def _wait(host: str, port: int, what: str, deadline_s: float = 30.0) -> None:
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
     if not found:
         raise RuntimeError(f"PostgreSQL is not running on 127.0.0.1:5432 and {name} is not installed")
     return found
@@ -50,12 +52,30 @@ def start_postgres() -> str:
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, _pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, _pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     proc = subprocess.Popen(
-        [*as_user, _pg_bin("postgres"), "-D", data, "-p", str(port), "-k", data, "-c", "listen_addresses=127.0.0.1",
-         "-c", "max_connections=300", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            *as_user,
+            _pg_bin("postgres"),
+            "-D",
+            data,
+            "-p",
+            str(port),
+            "-k",
+            data,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     atexit.register(lambda: (proc.terminate(), proc.wait(10), shutil.rmtree(data, ignore_errors=True)))
     _wait("127.0.0.1", port, "PostgreSQL")
@@ -67,7 +87,8 @@ def start_redis() -> str:
     port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     atexit.register(lambda: (proc.terminate(), proc.wait(10)))
     _wait("127.0.0.1", port, "Redis")

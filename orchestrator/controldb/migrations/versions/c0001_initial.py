@@ -63,7 +63,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["rollout_id"], ["rollouts.id"], name="fk_tenant_runs_rollout_id_rollouts", ondelete="CASCADE"
         ),
-        sa.UniqueConstraint("rollout_id", "tenant_id", "attempt", name="uq_tenant_runs_rollout_id_tenant_id_attempt"),
+        sa.UniqueConstraint(
+            "rollout_id", "tenant_id", "attempt", name="uq_tenant_runs_rollout_id_tenant_id_attempt"
+        ),
     )
     op.create_index("ix_tenant_runs_rollout_id_status", "tenant_runs", ["rollout_id", "status"])
     op.create_index("ix_tenant_runs_tenant_id_id", "tenant_runs", ["tenant_id", "id"])
