@@ -8,38 +8,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from . import scripts
 from .controldb.store import Store
+from .dispatch import db_host
 from .exceptions import ConfigurationError
-from .executors import Executor, InProcessExecutor
-from .models import Command, ErrorClass, RolloutState, RunStatus, Selector, Tenant, UnitJob, UnitResult
-from .planning import Plan, plan
+from .executors import Executor, InProcessExecutor, Observer, Silent
+from .models import Command, ErrorClass, RolloutState, RunStatus, Selector, Tenant
+from .planning import plan
 from .registry import connection_url
 from .revisions import Probe, RevisionRead, read_all
 from .secrets import SecretBox
 from .selection import select
 from .settings import Settings
-
-
-class Observer(Protocol):
-    """Progress of a rollout, for a progress bar or a log."""
-
-    def planned(self, rollout_id: int, plan: Plan) -> None: ...
-    def started(self, tenant_id: str) -> None: ...
-    def finished(self, tenant_id: str, result: UnitResult) -> None: ...
-
-
-class Silent:
-    def planned(self, rollout_id: int, plan: Plan) -> None:
-        pass
-
-    def started(self, tenant_id: str) -> None:
-        pass
-
-    def finished(self, tenant_id: str, result: UnitResult) -> None:
-        pass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +89,7 @@ async def rollout(
     environ: Mapping[str, str],
     observer: Observer | None = None,
     executor: Executor | None = None,
+    wait: bool = True,
 ) -> int:
     """Run ``command revision`` over the selected tenants; returns the rollout id.
 
@@ -114,6 +97,11 @@ async def rollout(
     Tenants already at an absolute target are recorded as skipped and get no task.
     """
     observer = observer or Silent()
+    executor = executor or InProcessExecutor(settings, environ, parallel)
+    if not wait and not hasattr(executor, "start"):
+        raise ConfigurationError(
+            "--no-wait needs workers: set TENANTCTL_BROKER_URL and run `tenantctl worker`"
+        )
     script = scripts.scripts(settings.alembic_config)
     target = scripts.resolve(script, command, revision)
     resolved = await resolve_selection(settings, store, selector, environ)
@@ -126,42 +114,21 @@ async def rollout(
         selection=_selection_record(selector, target),
         created_by=created_by,
         parallel=parallel,
-        queued=the_plan.queued,
-        skipped=the_plan.skipped,
-        failed=the_plan.failed,
+        plan=the_plan,
+        hosts={t.id: db_host(resolved.urls.get(t.id, t.url)) for t in resolved.tenants},
     )
-    observer.planned(rollout_id, the_plan)
-    by_id = {t.id: t for t in resolved.tenants}
-    alembic_ini = str(scripts.config_path(settings.alembic_config))
-    jobs = [
-        UnitJob(
-            run_id=run_id,
-            tenant_id=tenant_id,
-            command=command,
-            target=revision,
-            url=resolved.urls[tenant_id],
-            schema=by_id[tenant_id].schema,
-            alembic_config=alembic_ini,
-            version_table=settings.version_table,
-            lock_timeout_ms=int(settings.lock_timeout * 1000),
-            statement_timeout_ms=int(settings.statement_timeout * 1000),
-            lock_wait_s=settings.lock_wait,
-            connect_timeout_s=settings.connect_timeout,
-        )
-        for run_id, tenant_id in await store.queued_runs(rollout_id)
-    ]
-    tenant_of = {job.run_id: job.tenant_id for job in jobs}
-
-    async def on_start(job: UnitJob) -> None:
-        await store.mark_running(job.run_id, "in-process")
-        observer.started(job.tenant_id)
-
-    async def on_result(result: UnitResult) -> None:
-        await store.record_result(result)
-        observer.finished(tenant_of[result.run_id], result)
-
-    await (executor or InProcessExecutor(parallel)).run(jobs, on_start, on_result)
-    await store.finish_rollout(rollout_id)
+    observer.planned(
+        rollout_id,
+        the_plan.total,
+        len(the_plan.skipped) + len(the_plan.failed),
+        [(t, message) for t, _cls, message in the_plan.failed],
+    )
+    if wait:
+        await executor.execute(store, rollout_id, observer)
+        await store.finish_if_done(rollout_id)
+    else:
+        await executor.start(store, rollout_id)  # type: ignore[attr-defined]
+        await store.finish_if_done(rollout_id)
     return rollout_id
 
 

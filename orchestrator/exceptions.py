@@ -135,3 +135,11 @@ class MigrationFailed(TenantError):
     def __init__(self, tenant: str, revision: str | None, message: str) -> None:
         self.revision = revision
         super().__init__(tenant, message)
+
+
+class UnknownAudit(UserError):
+    """No audit has this id (a ``UserError``: exit 2)."""
+
+    def __init__(self, audit: str) -> None:
+        self.audit = audit
+        super().__init__(f"unknown audit {audit!r}" if audit else "no audit has run yet")

@@ -1,62 +1,129 @@
-"""Executors run unit jobs and report each result. The in-process executor is a pool of child processes
-(Alembic's global ``context`` forbids threads); the Celery executor lives in ``workers/``."""
+"""Executors take a created rollout and bring each of its queued runs to a terminal state.
+
+The in-process executor is a pool of child processes (Alembic's global ``context`` forbids threads);
+the Celery executor (``workers/executor.py``) dispatches tasks and follows the control DB.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import Awaitable, Callable, Sequence
+from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
+from .controldb.store import Store
+from .dispatch import db_host
+from .exceptions import ConfigurationError
+from .jobs import build_job, secret_box
 from .models import ErrorClass, RunStatus, UnitJob, UnitResult
+from .registry import connection_url
+from .settings import Settings
 from .unit import WORKER, run_unit
 
-OnStart = Callable[[UnitJob], Awaitable[None]]
-OnResult = Callable[[UnitResult], Awaitable[None]]
+
+class Observer(Protocol):
+    """Progress of a rollout, for a progress bar or a log."""
+
+    def planned(self, rollout_id: int, total: int, done: int, failures: list[tuple[str, str]]) -> None: ...
+    def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None: ...
+
+
+class Silent:
+    def planned(self, rollout_id: int, total: int, done: int, failures: list[tuple[str, str]]) -> None:
+        pass
+
+    def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None:
+        pass
 
 
 class Executor(Protocol):
-    async def run(self, jobs: Sequence[UnitJob], on_start: OnStart, on_result: OnResult) -> None:
-        """Run every job; call ``on_start`` as each begins and ``on_result`` as each ends."""
+    async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
+        """Run (or dispatch and follow) every queued run of the rollout until none is left."""
+
+
+def _failed(job: UnitJob, cls: ErrorClass, message: str) -> UnitResult:
+    now = datetime.now(UTC)
+    return UnitResult(
+        run_id=job.run_id,
+        status=RunStatus.FAILED,
+        from_revision=None,
+        to_revision=None,
+        applied=(),
+        started_at=now,
+        finished_at=now,
+        worker=WORKER,
+        error_class=cls,
+        error_message=message,
+    )
 
 
 class InProcessExecutor:
-    """``parallel`` child processes, started fresh (spawn) so no parent state, lock or loop leaks in."""
+    """``parallel`` child processes, started fresh (spawn) so no parent state, lock or loop leaks in; at most
+    ``settings.per_host_limit`` of them on one database server."""
 
-    def __init__(self, parallel: int) -> None:
-        self.parallel = parallel
+    def __init__(self, settings: Settings, environ: Mapping[str, str], parallel: int | None = None) -> None:
+        self.settings = settings
+        self.environ = environ
+        self.parallel = parallel or settings.parallelism
 
-    async def run(self, jobs: Sequence[UnitJob], on_start: OnStart, on_result: OnResult) -> None:
+    async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
+        rollout = await store.get_rollout(rollout_id)
+        queued = await store.queued_runs(rollout_id)
+        if not queued:
+            return
+        tenants = {t.id: t for t in await store.list_tenants()}
+        box = secret_box(self.settings)
+        jobs: list[tuple[UnitJob, str]] = []
+        for run_id, tenant_id in queued:
+            tenant = tenants[tenant_id]
+            try:
+                url = connection_url(tenant, box, self.environ)
+            except ConfigurationError as exc:
+                url = ""
+                error = exc.message
+            else:
+                error = ""
+            job = build_job(
+                self.settings,
+                run_id=run_id,
+                tenant=tenant,
+                command=rollout.command,
+                target=rollout.target,
+                url=url,
+            )
+            if error:
+                await self._record(store, observer, job, _failed(job, ErrorClass.INVALID_CONFIG, error))
+            else:
+                jobs.append((job, db_host(url)))
+        await self._run(store, observer, jobs)
+
+    async def _run(self, store: Store, observer: Observer, jobs: list[tuple[UnitJob, str]]) -> None:
         if not jobs:
             return
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.parallel)
-        workers = min(self.parallel, len(jobs))
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        ) as pool:
+        per_host = self.settings.per_host_limit or self.parallel
+        hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(self.parallel, len(jobs)), mp_context=context) as pool:
 
-            async def one(job: UnitJob) -> None:
-                async with gate:
-                    await on_start(job)
+            async def one(job: UnitJob, host: str) -> None:
+                async with hosts[host], gate:
+                    await store.mark_running(job.run_id, WORKER)
                     try:
                         result = await loop.run_in_executor(pool, run_unit, job)
                     except Exception as exc:  # the child died: record it, never lose the run
-                        now = datetime.now(UTC)
-                        result = UnitResult(
-                            run_id=job.run_id,
-                            status=RunStatus.FAILED,
-                            from_revision=None,
-                            to_revision=None,
-                            applied=(),
-                            started_at=now,
-                            finished_at=now,
-                            worker=WORKER,
-                            error_class=ErrorClass.INTERNAL,
-                            error_message=f"worker process failed: {exc.__class__.__name__}",
+                        result = _failed(
+                            job, ErrorClass.INTERNAL, f"worker process failed: {exc.__class__.__name__}"
                         )
-                    await on_result(result)
+                    await self._record(store, observer, job, result)
 
-            await asyncio.gather(*(one(job) for job in jobs))
+            await asyncio.gather(*(one(job, host) for job, host in jobs))
+
+    @staticmethod
+    async def _record(store: Store, observer: Observer, job: UnitJob, result: UnitResult) -> None:
+        await store.record_result(result)
+        observer.finished(job.tenant_id, result.status, result.error_message)

@@ -45,6 +45,7 @@ class ErrorClass(enum.StrEnum):
     MIGRATION_ERROR = "migration_error"
     TIMEOUT = "timeout"
     INVALID_CONFIG = "invalid_config"
+    LOST = "lost"
     INTERNAL = "internal"
 
 
@@ -126,6 +127,9 @@ class TenantRun:
     error_class: ErrorClass | None = None
     error_message: str | None = None
     traceback: str | None = None
+    db_host: str = ""
+    dispatched_at: datetime | None = None
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,6 +45,35 @@ class Settings(BaseSettings):
         description="Seconds to wait for a tenant's migration lock held by another runner.",
     )
     version_table: str = Field(default="alembic_version", description="Alembic version table name.")
+    queue: str = Field(default="tenantctl", description="Celery queue of migration tasks.")
+    per_host_limit: int = Field(
+        default=0, ge=0, description="Migrations at once on one database server (host:port); 0 = no limit."
+    )
+    task_soft_time_limit: float = Field(
+        default=3600.0, gt=0, description="Seconds before a migration task is asked to stop (timeout)."
+    )
+    task_time_limit: float = Field(
+        default=3900.0, gt=0, description="Seconds before a migration task's process is killed."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running tenant run's lease; the worker renews it every third."
+    )
+    redispatch_after: float = Field(
+        default=120.0, gt=0, description="Seconds after which a dispatched run never claimed is sent again."
+    )
+    reap_interval: float = Field(default=30.0, gt=0, description="Seconds between reaper passes (beat).")
+    poll_interval: float = Field(
+        default=0.5, gt=0, description="Seconds between progress reads of a rollout."
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Key that encrypts tenant passwords at rest (any long random string)."
+    )
+    audit_cron: str = Field(
+        default="0 3 * * *",
+        description="When the nightly drift audit runs (cron: minute hour day month weekday).",
+    )
+    schema_metadata: str | None = Field(
+        default=None,
+        description="The models' MetaData for `audit --schema`, as module:attribute "
+        "(default: `metadata` of models.py beside the tenants' env.py).",
     )

@@ -8,8 +8,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..models import RunStatus, UnitResult
-from ..planning import Plan
+from ..models import RunStatus
 from .common import err, out
 
 STATUS_STYLE = {
@@ -46,24 +45,21 @@ class ProgressObserver:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def planned(self, rollout_id: int, plan: Plan) -> None:
-        self.done = len(plan.skipped) + len(plan.failed)
-        self.failed = len(plan.failed)
+    def planned(self, rollout_id: int, total: int, done: int, failures: list[tuple[str, str]]) -> None:
+        self.done = done
+        self.failed = len(failures)
         self.task = self.progress.add_task(
-            f"rollout {rollout_id} {self.label}", total=max(plan.total, 1), completed=self.done, detail=""
+            f"rollout {rollout_id} {self.label}", total=max(total, 1), completed=done, detail=""
         )
-        for tenant, _cls, message in plan.failed:
+        for tenant, message in failures:
             self.progress.console.print(f"[red]✗[/red] {tenant}: {message}", highlight=False)
-        self._refresh(len(plan.skipped))
+        self._refresh(done - len(failures))
 
-    def started(self, tenant_id: str) -> None:
-        pass
-
-    def finished(self, tenant_id: str, result: UnitResult) -> None:
+    def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None:
         self.done += 1
-        if result.status is RunStatus.FAILED:
+        if status is RunStatus.FAILED:
             self.failed += 1
-            first = (result.error_message or "").splitlines()[0] if result.error_message else ""
+            first = error.splitlines()[0] if error else ""
             self.progress.console.print(f"[red]✗[/red] {tenant_id}: {first}", highlight=False)
         self._refresh()
 

@@ -60,7 +60,11 @@ tenant_runs = sa.Table(
     sa.Column("error_class", sa.String(32), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("traceback", sa.Text, nullable=True),
+    sa.Column("db_host", sa.String(255), nullable=False, server_default=""),
+    sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("rollout_id", "tenant_id", "attempt"),
     sa.Index(None, "rollout_id", "status"),
     sa.Index(None, "tenant_id", "id"),
+    sa.Index(None, "status", "lease_expires_at"),
 )

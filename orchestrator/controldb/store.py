@@ -7,10 +7,10 @@ PostgreSQL (asyncpg) and on SQLite (aiosqlite), the embedded default.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from ..dispatch import Dispatch, choose
 from ..exceptions import ControlDBError, DuplicateTenant, UnknownRollout, UnknownTenant
 from ..models import (
     Command,
@@ -36,11 +37,14 @@ from ..models import (
     TenantRun,
     UnitResult,
 )
+from ..planning import Plan
 from ..secrets import mask_text
 from .schema import rollouts, tenant_runs, tenants
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "tenantctl_version"
+DISPATCH_LOCK = 0x7E7A_C7_1D  # pg_advisory_xact_lock key serialising dispatchers
+TERMINAL = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.SKIPPED.value]
 
 
 def async_url(raw: str) -> str:
@@ -252,16 +256,10 @@ class Store:
         selection: Mapping[str, Any],
         created_by: str,
         parallel: int,
-        queued: Iterable[tuple[str, str | None]],
-        skipped: Iterable[tuple[str, str | None, str]],
-        failed: Iterable[tuple[str, ErrorClass, str]] = (),
+        plan: Plan,
+        hosts: Mapping[str, str],
     ) -> int:
-        """Create a rollout and its first attempt at every selected tenant, in one transaction.
-
-        ``queued``: (tenant, current revision); ``skipped``: (tenant, revision, why);
-        ``failed``: (tenant, error class, message) found unusable before dispatch (e.g. unreachable).
-        """
-        now = utcnow()
+        """Create a rollout and the first attempt at every planned tenant, in one transaction."""
         async with self._tx() as conn:
             rollout_id = (
                 await conn.execute(
@@ -271,56 +269,93 @@ class Store:
                         target=target,
                         selection=json.dumps(selection, sort_keys=True),
                         created_by=created_by,
-                        created_at=now,
+                        created_at=utcnow(),
                         state=RolloutState.RUNNING.value,
                         parallel=parallel,
                     )
                     .returning(rollouts.c.id)
                 )
             ).scalar_one()
-            rows: list[dict[str, Any]] = [
-                {"tenant_id": t, "status": RunStatus.QUEUED.value, "from_revision": rev} for t, rev in queued
-            ]
-            rows += [
-                {
-                    "tenant_id": t,
-                    "status": RunStatus.SKIPPED.value,
-                    "from_revision": rev,
-                    "to_revision": rev,
-                    "error_message": why,
-                    "started_at": now,
-                    "finished_at": now,
-                    "duration_ms": 0,
-                }
-                for t, rev, why in skipped
-            ]
-            rows += [
-                {
-                    "tenant_id": t,
-                    "status": RunStatus.FAILED.value,
-                    "error_class": cls.value,
-                    "error_message": message,
-                    "started_at": now,
-                    "finished_at": now,
-                    "duration_ms": 0,
-                }
-                for t, cls, message in failed
-            ]
-            if rows:
-                defaults = {
-                    "rollout_id": rollout_id,
-                    "attempt": 1,
-                    "from_revision": None,
-                    "to_revision": None,
-                    "applied": "",
-                    "started_at": None,
-                    "finished_at": None,
-                    "duration_ms": None,
-                    "error_class": None,
-                    "error_message": None,
-                }
-                await conn.execute(tenant_runs.insert(), [{**defaults, **r} for r in rows])
+            await self._insert_runs(conn, int(rollout_id), plan, hosts, {})
         return int(rollout_id)
+
+    async def add_attempts(self, rollout_id: int, plan: Plan, hosts: Mapping[str, str]) -> None:
+        """New attempts at some tenants of a rollout (retry): history keeps every earlier attempt."""
+        tenant_ids = [t for t, *_ in (*plan.queued, *plan.skipped, *plan.failed)]
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(tenant_runs.c.tenant_id, sa.func.max(tenant_runs.c.attempt))
+                    .where(tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.tenant_id.in_(tenant_ids))
+                    .group_by(tenant_runs.c.tenant_id)
+                )
+            ).all()
+            await self._insert_runs(conn, rollout_id, plan, hosts, {t: int(n) + 1 for t, n in rows})
+            await conn.execute(
+                rollouts.update()
+                .where(rollouts.c.id == rollout_id)
+                .values(state=RolloutState.RUNNING.value, finished_at=None)
+            )
+
+    @staticmethod
+    async def _insert_runs(
+        conn: AsyncConnection,
+        rollout_id: int,
+        plan: Plan,
+        hosts: Mapping[str, str],
+        attempts: Mapping[str, int],
+    ) -> None:
+        now = utcnow()
+        done = {"started_at": now, "finished_at": now, "duration_ms": 0}
+        rows: list[dict[str, Any]] = [
+            {"tenant_id": t, "status": RunStatus.QUEUED.value, "from_revision": rev} for t, rev in plan.queued
+        ]
+        rows += [
+            {
+                "tenant_id": t,
+                "status": RunStatus.SKIPPED.value,
+                "from_revision": rev,
+                "to_revision": rev,
+                "error_message": why,
+                **done,
+            }
+            for t, rev, why in plan.skipped
+        ]
+        rows += [
+            {
+                "tenant_id": t,
+                "status": RunStatus.FAILED.value,
+                "error_class": cls.value,
+                "error_message": message,
+                **done,
+            }
+            for t, cls, message in plan.failed
+        ]
+        if not rows:
+            return
+        defaults: dict[str, Any] = {
+            "rollout_id": rollout_id,
+            "from_revision": None,
+            "to_revision": None,
+            "applied": "",
+            "started_at": None,
+            "finished_at": None,
+            "duration_ms": None,
+            "error_class": None,
+            "error_message": None,
+        }
+        await conn.execute(
+            tenant_runs.insert(),
+            [
+                {
+                    **defaults,
+                    **r,
+                    "attempt": attempts.get(r["tenant_id"], 1),
+                    "db_host": hosts.get(r["tenant_id"], ""),
+                }
+                for r in rows
+            ],
+        )
 
     async def queued_runs(self, rollout_id: int) -> list[tuple[int, str]]:
         """(run id, tenant id) of every queued run of a rollout."""
@@ -329,15 +364,39 @@ class Store:
                 await conn.execute(
                     sa.select(tenant_runs.c.id, tenant_runs.c.tenant_id)
                     .where(
-                        tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status == RunStatus.QUEUED.value
+                        tenant_runs.c.rollout_id == rollout_id,
+                        tenant_runs.c.status == RunStatus.QUEUED.value,
                     )
                     .order_by(tenant_runs.c.tenant_id)
                 )
             ).all()
         return [(int(r.id), str(r.tenant_id)) for r in rows]
 
+    async def claim(self, run_id: int, attempt: int, worker: str, lease_s: float) -> bool:
+        """Compare-and-set a queued run to running; run id and attempt are the fencing token.
+
+        A duplicated or redelivered message finds the run claimed or finished and gets False.
+        """
+        now = utcnow()
+        async with self._tx() as conn:
+            result = await conn.execute(
+                tenant_runs.update()
+                .where(
+                    tenant_runs.c.id == run_id,
+                    tenant_runs.c.attempt == attempt,
+                    tenant_runs.c.status == RunStatus.QUEUED.value,
+                )
+                .values(
+                    status=RunStatus.RUNNING.value,
+                    started_at=now,
+                    worker=worker,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+            )
+        return result.rowcount == 1
+
     async def mark_running(self, run_id: int, worker: str) -> bool:
-        """Claim a queued run (compare-and-set on its status); False if someone else has it."""
+        """Claim a queued run for the in-process executor (no lease: the coordinator is its owner)."""
         async with self._tx() as conn:
             result = await conn.execute(
                 tenant_runs.update()
@@ -346,11 +405,29 @@ class Store:
             )
         return result.rowcount == 1
 
-    async def record_result(self, result: UnitResult) -> None:
+    async def extend_lease(self, run_id: int, worker: str, lease_s: float) -> bool:
         async with self._tx() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 tenant_runs.update()
-                .where(tenant_runs.c.id == result.run_id)
+                .where(
+                    tenant_runs.c.id == run_id,
+                    tenant_runs.c.worker == worker,
+                    tenant_runs.c.status == RunStatus.RUNNING.value,
+                )
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            )
+        return result.rowcount == 1
+
+    async def record_result(self, result: UnitResult, *, fenced: bool = False) -> bool:
+        """Write a unit's outcome. ``fenced``: only if this worker still holds the running run (a reaper
+        may have resolved it after the lease expired); returns whether it was written."""
+        where = [tenant_runs.c.id == result.run_id]
+        if fenced:
+            where += [tenant_runs.c.status == RunStatus.RUNNING.value, tenant_runs.c.worker == result.worker]
+        async with self._tx() as conn:
+            written = await conn.execute(
+                tenant_runs.update()
+                .where(*where)
                 .values(
                     status=result.status.value,
                     from_revision=result.from_revision,
@@ -363,8 +440,10 @@ class Store:
                     error_class=result.error_class.value if result.error_class else None,
                     error_message=result.error_message,
                     traceback=result.traceback,
+                    lease_expires_at=None,
                 )
             )
+        return written.rowcount == 1
 
     async def finish_rollout(self, rollout_id: int) -> RolloutState:
         """Close a rollout whose runs are all terminal: failed if any run failed."""
@@ -377,6 +456,176 @@ class Store:
                 .values(state=state.value, finished_at=utcnow())
             )
         return state
+
+    async def finish_if_done(self, rollout_id: int) -> RolloutState | None:
+        """Close the rollout if nothing of it is queued or running; None while it goes on."""
+        counts = await self.rollout_counts(rollout_id)
+        if counts.get(RunStatus.QUEUED, 0) or counts.get(RunStatus.RUNNING, 0):
+            return None
+        ro = await self.get_rollout(rollout_id)
+        if ro.state is not RolloutState.RUNNING:
+            return ro.state
+        return await self.finish_rollout(rollout_id)
+
+    async def running_rollouts(self) -> list[int]:
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(rollouts.c.id).where(rollouts.c.state == RolloutState.RUNNING.value)
+                )
+            ).all()
+        return [int(r.id) for r in rows]
+
+    # -- dispatch (Celery) ------------------------------------------------------------------------
+    async def reserve_dispatch(
+        self, rollout_id: int, parallel: int, per_host: int, redispatch_after: float
+    ) -> list[Dispatch]:
+        """Choose the runs to send now and stamp them dispatched, in one serialised transaction.
+
+        In flight = running, or queued and dispatched. Runs dispatched longer than ``redispatch_after``
+        ago and still queued lost their message (broker restart): they are chosen again.
+        """
+        now = utcnow()
+        stale = now - timedelta(seconds=redispatch_after)
+        async with self._tx() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": DISPATCH_LOCK})
+            inflight_rows = (
+                await conn.execute(
+                    sa.select(tenant_runs.c.rollout_id, tenant_runs.c.db_host, sa.func.count())
+                    .where(
+                        sa.or_(
+                            tenant_runs.c.status == RunStatus.RUNNING.value,
+                            sa.and_(
+                                tenant_runs.c.status == RunStatus.QUEUED.value,
+                                tenant_runs.c.dispatched_at > stale,
+                            ),
+                        )
+                    )
+                    .group_by(tenant_runs.c.rollout_id, tenant_runs.c.db_host)
+                )
+            ).all()
+            by_host: dict[str, int] = {}
+            mine = 0
+            for rid, host, n in inflight_rows:
+                by_host[host] = by_host.get(host, 0) + int(n)
+                mine += int(n) if rid == rollout_id else 0
+            room = parallel - mine
+            if room <= 0:
+                return []
+            candidates = (
+                await conn.execute(
+                    sa.select(
+                        tenant_runs.c.id,
+                        tenant_runs.c.tenant_id,
+                        tenant_runs.c.attempt,
+                        tenant_runs.c.db_host,
+                    )
+                    .where(
+                        tenant_runs.c.rollout_id == rollout_id,
+                        tenant_runs.c.status == RunStatus.QUEUED.value,
+                        sa.or_(tenant_runs.c.dispatched_at.is_(None), tenant_runs.c.dispatched_at <= stale),
+                    )
+                    .order_by(tenant_runs.c.id)
+                    .limit(max(room * 4, room + 100))
+                )
+            ).all()
+            chosen = choose(
+                [
+                    Dispatch(
+                        rollout_id=rollout_id,
+                        run_id=int(r.id),
+                        tenant_id=r.tenant_id,
+                        attempt=int(r.attempt),
+                        db_host=r.db_host,
+                    )
+                    for r in candidates
+                ],
+                room=room,
+                inflight_by_host=by_host,
+                per_host=per_host,
+            )
+            if chosen:
+                await conn.execute(
+                    tenant_runs.update()
+                    .where(tenant_runs.c.id.in_([d.run_id for d in chosen]))
+                    .values(dispatched_at=now)
+                )
+        return chosen
+
+    async def run_context(self, run_id: int) -> tuple[TenantRun, Rollout, Tenant]:
+        """A run with its rollout and tenant: what a worker needs to build the unit job."""
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(tenant_runs).where(tenant_runs.c.id == run_id))).first()
+            if row is None:
+                raise UnknownRollout(f"run {run_id}")
+            ro = (await conn.execute(sa.select(rollouts).where(rollouts.c.id == row.rollout_id))).one()
+            tenant = (await conn.execute(sa.select(tenants).where(tenants.c.id == row.tenant_id))).first()
+        if tenant is None:
+            raise UnknownTenant(row.tenant_id)
+        return self._run(row), self._rollout(ro), self._tenant(tenant)
+
+    async def expired_leases(self) -> list[TenantRun]:
+        """Running runs whose worker stopped renewing its lease."""
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(tenant_runs).where(
+                        tenant_runs.c.status == RunStatus.RUNNING.value,
+                        tenant_runs.c.lease_expires_at < utcnow(),
+                    )
+                )
+            ).all()
+        return [self._run(r) for r in rows]
+
+    async def resolve_lost(
+        self,
+        run: TenantRun,
+        *,
+        status: RunStatus,
+        to_revision: str | None,
+        error_class: ErrorClass | None,
+        message: str,
+    ) -> bool:
+        """The reaper's verdict on a run whose lease expired; a CAS, so a late worker or a second reaper
+        cannot overwrite each other."""
+        now = utcnow()
+        started = run.started_at or now
+        async with self._tx() as conn:
+            result = await conn.execute(
+                tenant_runs.update()
+                .where(
+                    tenant_runs.c.id == run.id,
+                    tenant_runs.c.status == RunStatus.RUNNING.value,
+                    tenant_runs.c.lease_expires_at < now,
+                )
+                .values(
+                    status=status.value,
+                    to_revision=to_revision,
+                    finished_at=now,
+                    duration_ms=int((now - started).total_seconds() * 1000),
+                    error_class=error_class.value if error_class else None,
+                    error_message=message,
+                    lease_expires_at=None,
+                )
+            )
+        return result.rowcount == 1
+
+    async def runs_finished_since(self, rollout_id: int, since: datetime) -> list[TenantRun]:
+        """Runs of a rollout that became terminal since ``since`` (for following progress cheaply)."""
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(tenant_runs)
+                    .where(
+                        tenant_runs.c.rollout_id == rollout_id,
+                        tenant_runs.c.finished_at >= since,
+                        tenant_runs.c.status.in_(TERMINAL),
+                    )
+                    .order_by(tenant_runs.c.finished_at)
+                )
+            ).all()
+        return [self._run(r) for r in rows]
 
     @staticmethod
     def _rollout(row: sa.Row[Any]) -> Rollout:
@@ -431,23 +680,27 @@ class Store:
         query = self._latest_runs(rollout_id).order_by(tenant_runs.c.tenant_id)
         async with self._tx() as conn:
             rows = (await conn.execute(query)).all()
-        return [
-            TenantRun(
-                id=int(r.id),
-                rollout_id=int(r.rollout_id),
-                tenant_id=r.tenant_id,
-                attempt=int(r.attempt),
-                status=RunStatus(r.status),
-                from_revision=r.from_revision,
-                to_revision=r.to_revision,
-                applied=tuple(a for a in r.applied.split(",") if a),
-                started_at=_aware(r.started_at),
-                finished_at=_aware(r.finished_at),
-                duration_ms=r.duration_ms,
-                worker=r.worker,
-                error_class=ErrorClass(r.error_class) if r.error_class else None,
-                error_message=r.error_message,
-                traceback=r.traceback,
-            )
-            for r in rows
-        ]
+        return [self._run(r) for r in rows]
+
+    @staticmethod
+    def _run(r: sa.Row[Any]) -> TenantRun:
+        return TenantRun(
+            id=int(r.id),
+            rollout_id=int(r.rollout_id),
+            tenant_id=r.tenant_id,
+            attempt=int(r.attempt),
+            status=RunStatus(r.status),
+            from_revision=r.from_revision,
+            to_revision=r.to_revision,
+            applied=tuple(a for a in r.applied.split(",") if a),
+            started_at=_aware(r.started_at),
+            finished_at=_aware(r.finished_at),
+            duration_ms=r.duration_ms,
+            worker=r.worker,
+            error_class=ErrorClass(r.error_class) if r.error_class else None,
+            error_message=r.error_message,
+            traceback=r.traceback,
+            db_host=r.db_host,
+            dispatched_at=_aware(r.dispatched_at),
+            lease_expires_at=_aware(r.lease_expires_at),
+        )
