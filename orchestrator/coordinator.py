@@ -13,7 +13,7 @@ from typing import Any
 from . import scripts
 from .controldb.store import Store
 from .dispatch import db_host
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, UserError
 from .executors import Executor, InProcessExecutor, Observer, Silent
 from .models import Command, ErrorClass, RolloutState, RunStatus, Selector, Tenant
 from .planning import plan
@@ -121,6 +121,7 @@ async def rollout(
         rollout_id,
         the_plan.total,
         len(the_plan.skipped) + len(the_plan.failed),
+        len(the_plan.skipped),
         [(t, message) for t, _cls, message in the_plan.failed],
     )
     if wait:
@@ -130,6 +131,67 @@ async def rollout(
         await executor.start(store, rollout_id)  # type: ignore[attr-defined]
         await store.finish_if_done(rollout_id)
     return rollout_id
+
+
+async def retry(
+    settings: Settings,
+    store: Store,
+    *,
+    rollout_id: int,
+    selector: Selector,
+    environ: Mapping[str, str],
+    observer: Observer | None = None,
+    executor: Executor | None = None,
+) -> int:
+    """Run the failed (and lost) tenants of a rollout again, as new attempts of the same rollout.
+
+    Each retried tenant's revision is read first: one already at the target (a worker that died after
+    finishing) is recorded as skipped, not migrated again.
+    """
+    observer = observer or Silent()
+    rollout = await store.get_rollout(rollout_id)
+    failed = [r.tenant_id for r in await store.rollout_runs(rollout_id) if r.status is RunStatus.FAILED]
+    if selector != Selector():
+        chosen = {t.id for t in select(await store.list_tenants(), selector)}
+        failed = [t for t in failed if t in chosen]
+    if not failed:
+        raise UserError(f"rollout {rollout_id} has no failed tenants to retry{_matching(selector)}")
+    target = scripts.resolve(scripts.scripts(settings.alembic_config), rollout.command, rollout.target)
+    resolved = await resolve_selection(settings, store, Selector(tenants=tuple(failed)), environ)
+    the_plan = plan(resolved.tenants, await read_current(settings, resolved), target, resolved.unusable)
+    await store.add_attempts(
+        rollout_id, the_plan, {t.id: db_host(resolved.urls.get(t.id, t.url)) for t in resolved.tenants}
+    )
+    observer.planned(
+        rollout_id,
+        the_plan.total,
+        len(the_plan.skipped) + len(the_plan.failed),
+        len(the_plan.skipped),
+        [(t, message) for t, _cls, message in the_plan.failed],
+    )
+    await (executor or InProcessExecutor(settings, environ, rollout.parallel)).execute(
+        store, rollout_id, observer
+    )
+    await store.finish_if_done(rollout_id)
+    return rollout_id
+
+
+def _matching(selector: Selector) -> str:
+    return "" if selector == Selector() else f" matching {selector.describe()}"
+
+
+async def follow(store: Store, rollout_id: int | None, observer: Observer, poll_interval: float) -> int:
+    """Attach to a rollout started anywhere and report it until it ends; returns its id."""
+    rollout = await store.get_rollout(rollout_id)
+    runs_ = await store.rollout_runs(rollout.id)
+    done = sum(1 for r in runs_ if r.status.terminal)
+    failures = [(r.tenant_id, r.error_message or "") for r in runs_ if r.status is RunStatus.FAILED]
+    skipped = sum(1 for r in runs_ if r.status is RunStatus.SKIPPED)
+    observer.planned(rollout.id, len(runs_), done, skipped, failures)
+    from .runs import follow as follow_runs
+
+    await follow_runs(store, rollout.id, observer, poll_interval)
+    return rollout.id
 
 
 def _selection_record(selector: Selector, target: scripts.Target) -> dict[str, Any]:

@@ -21,18 +21,22 @@ from .jobs import build_job, secret_box
 from .models import ErrorClass, RunStatus, UnitJob, UnitResult
 from .registry import connection_url
 from .settings import Settings
-from .unit import WORKER, run_unit
+from .unit import run_unit, worker_id
 
 
 class Observer(Protocol):
     """Progress of a rollout, for a progress bar or a log."""
 
-    def planned(self, rollout_id: int, total: int, done: int, failures: list[tuple[str, str]]) -> None: ...
+    def planned(
+        self, rollout_id: int, total: int, done: int, skipped: int, failures: list[tuple[str, str]]
+    ) -> None: ...
     def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None: ...
 
 
 class Silent:
-    def planned(self, rollout_id: int, total: int, done: int, failures: list[tuple[str, str]]) -> None:
+    def planned(
+        self, rollout_id: int, total: int, done: int, skipped: int, failures: list[tuple[str, str]]
+    ) -> None:
         pass
 
     def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None:
@@ -54,7 +58,7 @@ def _failed(job: UnitJob, cls: ErrorClass, message: str) -> UnitResult:
         applied=(),
         started_at=now,
         finished_at=now,
-        worker=WORKER,
+        worker=worker_id(),
         error_class=cls,
         error_message=message,
     )
@@ -112,7 +116,7 @@ class InProcessExecutor:
 
             async def one(job: UnitJob, host: str) -> None:
                 async with hosts[host], gate:
-                    await store.mark_running(job.run_id, WORKER)
+                    await store.mark_running(job.run_id, worker_id())
                     try:
                         result = await loop.run_in_executor(pool, run_unit, job)
                     except Exception as exc:  # the child died: record it, never lose the run

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
+from .locking import lock_key
 from .models import ErrorClass
 from .secrets import mask_text
 
@@ -142,3 +143,55 @@ async def read_all(
 
     results = await asyncio.gather(*(bounded(p) for p in probes))
     return {r.tenant_id: r for r in results}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockProbe:
+    """Whether a tenant's migration lock is free, and its revision when it is."""
+
+    lock_free: bool = False
+    heads: tuple[str, ...] = ()
+    error: str | None = None
+
+
+async def probe_lock(url: str, schema: str | None, version_table: str, timeout: float) -> LockProbe:
+    """Try the tenant's migration lock without waiting; if free, read the revision under it, then let go."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return await asyncio.to_thread(_probe_sqlite, parsed.database or "", version_table, timeout)
+    key = lock_key(parsed.database or "", schema, version_table)
+    table = (quote_ident(schema) + "." if schema else "") + quote_ident(version_table)
+    try:
+        conn = await asyncpg.connect(**asyncpg_params(url), timeout=timeout, command_timeout=timeout)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return LockProbe(error=mask_text(str(exc) or exc.__class__.__name__, [parsed.password or ""]))
+    try:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            return LockProbe(lock_free=False)
+        try:
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                return LockProbe(lock_free=True)
+            rows = await conn.fetch(f"SELECT version_num FROM {table}")
+            return LockProbe(lock_free=True, heads=tuple(sorted(r[0] for r in rows)))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return LockProbe(error=mask_text(str(exc) or exc.__class__.__name__, [parsed.password or ""]))
+    finally:
+        await conn.close(timeout=timeout)
+
+
+def _probe_sqlite(path: str, version_table: str, timeout: float) -> LockProbe:
+    import fcntl
+    import os
+
+    fd = os.open(f"{path}.tenantctl-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return LockProbe(lock_free=False)
+        read = _read_sqlite(Probe(tenant_id="", url=f"sqlite:///{path}", schema=None), version_table, timeout)
+        return LockProbe(lock_free=True, heads=read.heads, error=read.error)
+    finally:
+        os.close(fd)

@@ -39,7 +39,10 @@ from .models import Command, ErrorClass, RunStatus, UnitJob, UnitResult
 from .revisions import quote_ident
 from .secrets import mask_text
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_id() -> str:
+    """host:pid of this process, computed per call: a prefork child must not inherit its parent's."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def sync_url(url: URL) -> URL:
@@ -121,6 +124,8 @@ def _classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.LOCK_TIMEOUT
     if isinstance(exc, ConfigurationError):
         return ErrorClass.INVALID_CONFIG
+    if exc.__class__.__name__ == "SoftTimeLimitExceeded":  # Celery's soft time limit, raised in the task
+        return ErrorClass.TIMEOUT
     if isinstance(exc, DBAPIError):
         code = getattr(exc.orig, "sqlstate", None)
         if code == "57014":
@@ -153,7 +158,7 @@ def run_unit(job: UnitJob) -> UnitResult:
             applied=applied,
             started_at=started,
             finished_at=datetime.now(UTC),
-            worker=WORKER,
+            worker=worker_id(),
             error_class=cls,
             error_message=message,
             traceback=tb,

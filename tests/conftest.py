@@ -116,3 +116,50 @@ def harness(control_url: str, tmp_path: Path) -> object:
     from tests.support.harness import Harness
 
     return Harness(control_url, MIGRATIONS_INI, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    from tests.support.servers import redis_url
+
+    return redis_url()
+
+
+REDIS_TEST_DB = 13  # a numbered database of its own; only this test's keys are created and deleted
+
+
+@pytest.fixture
+def celery_harness(harness: object, redis_server: str, tmp_path: Path) -> Iterator[object]:
+    """The harness with a broker and a queue of its own; workers it starts are stopped after the test."""
+    import redis
+
+    from tests.support.workers import WorkerProcess
+
+    queue = f"tctl-test-{uuid.uuid4().hex[:10]}"
+    broker = f"{redis_server}/{REDIS_TEST_DB}"
+    h = harness
+    h.extra_env = {  # type: ignore[attr-defined]
+        "TENANTCTL_BROKER_URL": broker,
+        "TENANTCTL_QUEUE": queue,
+        "TENANTCTL_LEASE_SECONDS": "3",
+        "TENANTCTL_POLL_INTERVAL": "0.2",
+        "TENANTCTL_REAP_INTERVAL": "1",
+        "TENANTCTL_REDISPATCH_AFTER": "4",
+    }
+    workers: list[WorkerProcess] = []
+
+    def start_worker(concurrency: int = 2, **env: str) -> WorkerProcess:
+        w = WorkerProcess(h.env(**env), tmp_path / f"worker-{len(workers)}.log", concurrency, cwd=tmp_path)  # type: ignore[attr-defined]
+        workers.append(w)
+        w.wait_ready()
+        return w
+
+    h.start_worker = start_worker  # type: ignore[attr-defined]
+    h.broker = broker  # type: ignore[attr-defined]
+    h.queue = queue  # type: ignore[attr-defined]
+    yield h
+    for w in workers:
+        w.stop()
+    client = redis.Redis.from_url(broker)
+    client.delete(queue, *client.keys(f"_kombu.binding.{queue}*"))
+    client.close()

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .. import coordinator, scripts
-from ..controldb.store import Store
-from ..models import Command
+from .. import scripts
 from ..secrets import mask_text
-from . import render
+from . import rollouts, service
+from .audit import app as audit_app
 from .common import (
-    ExcludeOpt,
-    GroupOpt,
-    JsonOpt,
-    TagOpt,
-    TenantOpt,
     err,
     out,
-    print_json,
     run,
-    selector,
     settings,
 )
 from .tenants import app as tenants_app
@@ -39,6 +29,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="The control database.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+rollouts.register(app)
+service.register(app)
 
 RevArg = Annotated[
     str, typer.Argument(metavar="REV", help="Revision as Alembic takes it: head, base, +1, -1, an id.")
@@ -68,123 +61,6 @@ def db_upgrade() -> None:
         err.print(f"control database {where} is up to date ({after})", highlight=False)
     else:
         err.print(f"control database {where}: {before or 'empty'} → {after}", highlight=False)
-
-
-def _rollout(command: Command, revision: str, sel: object, parallel: int | None, as_json: bool) -> None:
-    cfg = settings()
-    environ = dict(os.environ)
-
-    async def go(store: Store) -> dict[str, object]:
-        with render.ProgressObserver(f"{command.value} {revision}") as observer:
-            rollout_id = await coordinator.rollout(
-                cfg,
-                store,
-                command=command,
-                revision=revision,
-                selector=sel,  # type: ignore[arg-type]
-                parallel=parallel,
-                created_by=_who(),
-                environ=environ,
-                observer=observer,
-            )
-        return await coordinator.status(store, rollout_id)
-
-    report = run(go, cfg=cfg)
-    if as_json:
-        print_json(report)
-    else:
-        render.summary(report)
-    raise typer.Exit(coordinator.exit_code(str(report["state"])))
-
-
-def _who() -> str:
-    from .common import who
-
-    return who()
-
-
-@app.command()
-def upgrade(
-    revision: RevArg,
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    parallel: ParallelOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Upgrade the selected tenants to REV. Exit 0 all succeeded, 1 some failed, 2 bad input, 3 refused."""
-    _rollout(Command.UPGRADE, revision, selector(tenant, tag, group, exclude), parallel, as_json)
-
-
-@app.command()
-def downgrade(
-    revision: RevArg,
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    parallel: ParallelOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Downgrade the selected tenants to REV (e.g. -1, base, an id)."""
-    _rollout(Command.DOWNGRADE, revision, selector(tenant, tag, group, exclude), parallel, as_json)
-
-
-@app.command()
-def stamp(
-    revision: RevArg,
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    parallel: ParallelOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Set the selected tenants' version table to REV without running migrations."""
-    _rollout(Command.STAMP, revision, selector(tenant, tag, group, exclude), parallel, as_json)
-
-
-@app.command()
-def status(
-    rollout: Annotated[
-        int | None, typer.Argument(metavar="[ROLLOUT_ID]", help="Default: the latest rollout.")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Where every tenant of a rollout stands. Exit 1 if the rollout failed."""
-    report = run(lambda store: coordinator.status(store, rollout), cfg=settings())
-    if as_json:
-        print_json(report)
-    else:
-        render.status_table(report)
-    raise typer.Exit(0 if report["state"] in ("succeeded", "running") else 1)
-
-
-@app.command()
-def current(
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Each selected tenant's live revision, read from its database. Exit 1 if any is unreachable."""
-    cfg = settings()
-    environ = dict(os.environ)
-    reads = run(
-        lambda store: coordinator.current(cfg, store, selector(tenant, tag, group, exclude), environ), cfg=cfg
-    )
-    if as_json:
-        print_json(
-            [{"tenant": r.tenant_id, "revision": ",".join(r.heads) or None, "error": r.error} for r in reads]
-        )
-    else:
-        table = Table("tenant", "revision", box=None, header_style="bold")
-        for r in reads:
-            table.add_row(r.tenant_id, r.describe() if r.ok else f"[red]{r.error}[/red]")
-        out.print(table)
-    raise typer.Exit(0 if all(r.ok for r in reads) else 1)
 
 
 @app.command()

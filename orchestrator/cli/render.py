@@ -23,7 +23,7 @@ STATUS_STYLE = {
 class ProgressObserver:
     """A live bar on stderr; failures are printed as they happen, so a long run shows trouble early."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, quiet: bool = False) -> None:
         self.label = label
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -33,6 +33,7 @@ class ProgressObserver:
             TimeElapsedColumn(),
             console=err,
             transient=False,
+            disable=quiet,
         )
         self.task: Any = None
         self.done = 0
@@ -45,7 +46,9 @@ class ProgressObserver:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def planned(self, rollout_id: int, total: int, done: int, failures: list[tuple[str, str]]) -> None:
+    def planned(
+        self, rollout_id: int, total: int, done: int, skipped: int, failures: list[tuple[str, str]]
+    ) -> None:
         self.done = done
         self.failed = len(failures)
         self.task = self.progress.add_task(
@@ -53,7 +56,7 @@ class ProgressObserver:
         )
         for tenant, message in failures:
             self.progress.console.print(f"[red]✗[/red] {tenant}: {message}", highlight=False)
-        self._refresh(done - len(failures))
+        self._refresh(skipped)
 
     def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None:
         self.done += 1

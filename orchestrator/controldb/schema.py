@@ -68,3 +68,32 @@ tenant_runs = sa.Table(
     sa.Index(None, "tenant_id", "id"),
     sa.Index(None, "status", "lease_expires_at"),
 )
+
+audits = sa.Table(
+    "audits",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("selection", sa.Text, nullable=False),
+    sa.Column("head", sa.String(255), nullable=False),
+    sa.Column("counts", sa.Text, nullable=False),
+    sa.Column("drift", sa.Integer, nullable=False),
+    sa.Index(None, "kind", "id"),
+)
+
+audit_findings = sa.Table(
+    "audit_findings",
+    metadata,
+    sa.Column("audit_id", sa.Integer, sa.ForeignKey("audits.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tenant_id", sa.String(63), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("revision", sa.Text, nullable=True),
+    sa.Column("behind_by", sa.Integer, nullable=True),
+    sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("hint", sa.Text, nullable=True),
+    sa.PrimaryKeyConstraint("audit_id", "tenant_id"),
+    sa.Index(None, "audit_id", "state"),
+    sa.Index(None, "tenant_id", "audit_id"),
+)

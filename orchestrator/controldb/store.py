@@ -25,8 +25,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from ..audit import AuditKind, AuditRecord, Finding
 from ..dispatch import Dispatch, choose
-from ..exceptions import ControlDBError, DuplicateTenant, UnknownRollout, UnknownTenant
+from ..exceptions import ControlDBError, DuplicateTenant, UnknownAudit, UnknownRollout, UnknownTenant
 from ..models import (
     Command,
     ErrorClass,
@@ -39,7 +40,7 @@ from ..models import (
 )
 from ..planning import Plan
 from ..secrets import mask_text
-from .schema import rollouts, tenant_runs, tenants
+from .schema import audit_findings, audits, rollouts, tenant_runs, tenants
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "tenantctl_version"
@@ -86,10 +87,12 @@ class ImportCounts:
 class Store:
     """The control database. Use as ``async with Store(url) as store``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pooled: bool = False) -> None:
+        """``pooled``: keep connections between calls (long-lived workers); a CLI run opens per call."""
         self._display = mask_text(url)
         try:
-            self._engine: AsyncEngine = create_async_engine(async_url(url), poolclass=NullPool)
+            options: dict[str, Any] = {"pool_pre_ping": True} if pooled else {"poolclass": NullPool}
+            self._engine: AsyncEngine = create_async_engine(async_url(url), **options)
         except (SQLAlchemyError, ValueError) as exc:
             raise ControlDBError(f"invalid control database URL {self._display}") from exc
         if self._engine.dialect.name == "sqlite":
@@ -682,6 +685,18 @@ class Store:
             rows = (await conn.execute(query)).all()
         return [self._run(r) for r in rows]
 
+    async def tenant_history(self, tenant_id: str) -> list[TenantRun]:
+        """Every attempt at a tenant, oldest first."""
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(tenant_runs)
+                    .where(tenant_runs.c.tenant_id == tenant_id)
+                    .order_by(tenant_runs.c.id)
+                )
+            ).all()
+        return [self._run(r) for r in rows]
+
     @staticmethod
     def _run(r: sa.Row[Any]) -> TenantRun:
         return TenantRun(
@@ -704,3 +719,107 @@ class Store:
             dispatched_at=_aware(r.dispatched_at),
             lease_expires_at=_aware(r.lease_expires_at),
         )
+
+    # -- audits (issue 5) --
+    async def save_audit(
+        self,
+        *,
+        kind: AuditKind,
+        created_by: str,
+        selection: Mapping[str, Any],
+        head: str,
+        counts: Mapping[str, int],
+        drift: int,
+        findings: Sequence[Finding],
+    ) -> int:
+        """Store an audit and every tenant's finding in one transaction; returns the audit id."""
+        async with self._tx() as conn:
+            audit_id = (
+                await conn.execute(
+                    audits.insert()
+                    .values(
+                        kind=kind.value,
+                        created_at=utcnow(),
+                        created_by=created_by,
+                        selection=json.dumps(selection, sort_keys=True),
+                        head=head,
+                        counts=json.dumps(dict(counts), sort_keys=True),
+                        drift=drift,
+                    )
+                    .returning(audits.c.id)
+                )
+            ).scalar_one()
+            if findings:
+                await conn.execute(
+                    audit_findings.insert(),
+                    [
+                        {
+                            "audit_id": audit_id,
+                            "tenant_id": f.tenant_id,
+                            "state": f.state.value,
+                            "revision": f.revision,
+                            "behind_by": f.behind_by,
+                            "details": json.dumps(f.details(), sort_keys=True),
+                            "hint": f.hint,
+                        }
+                        for f in findings
+                    ],
+                )
+        return int(audit_id)
+
+    @staticmethod
+    def _audit(row: sa.Row[Any]) -> AuditRecord:
+        return AuditRecord(
+            id=int(row.id),
+            kind=AuditKind(row.kind),
+            created_at=_aware(row.created_at) or utcnow(),
+            created_by=row.created_by,
+            selection=json.loads(row.selection),
+            head=row.head,
+            counts=json.loads(row.counts),
+            drift=int(row.drift),
+        )
+
+    async def get_audit(self, audit_id: int | None = None) -> AuditRecord:
+        """An audit by id, or the latest one."""
+        query = sa.select(audits)
+        query = (
+            query.where(audits.c.id == audit_id)
+            if audit_id is not None
+            else query.order_by(audits.c.id.desc()).limit(1)
+        )
+        async with self._tx() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise UnknownAudit("" if audit_id is None else str(audit_id))
+        return self._audit(row)
+
+    async def previous_audit(self, audit_id: int | None, kind: AuditKind) -> AuditRecord | None:
+        """The latest audit of ``kind`` before ``audit_id`` (before any new one when None)."""
+        query = sa.select(audits).where(audits.c.kind == kind.value)
+        if audit_id is not None:
+            query = query.where(audits.c.id < audit_id)
+        async with self._tx() as conn:
+            row = (await conn.execute(query.order_by(audits.c.id.desc()).limit(1))).first()
+        return None if row is None else self._audit(row)
+
+    async def audit_findings(self, audit_id: int) -> list[Finding]:
+        """Every tenant's finding of an audit, by tenant id."""
+        query = (
+            sa.select(audit_findings)
+            .where(audit_findings.c.audit_id == audit_id)
+            .order_by(audit_findings.c.tenant_id)
+        )
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Finding.from_stored(
+                tenant_id=r.tenant_id,
+                state=r.state,
+                revision=r.revision,
+                behind_by=r.behind_by,
+                details=r.details,
+                hint=r.hint,
+            )
+            for r in rows
+        ]

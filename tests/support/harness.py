@@ -30,6 +30,7 @@ class Harness:
         self.alembic_ini = alembic_ini
         self.workdir = workdir
         self.box = SecretBox(SECRET_KEY)
+        self.extra_env: dict[str, str] = {}
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -40,6 +41,8 @@ class Harness:
             "connect_timeout": 3.0,
             "lock_wait": 60.0,
         }
+        for name, value in self.extra_env.items():
+            values[name.removeprefix("TENANTCTL_").lower()] = value
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -52,6 +55,7 @@ class Harness:
             TENANTCTL_CONNECT_TIMEOUT="3",
             COLUMNS="200",
         )
+        env.update(self.extra_env)
         env.update(extra)
         return env
 

@@ -1,0 +1,92 @@
+"""The life of a tenant run outside the in-process pool: claimed by a worker, dispatched in waves under the
+caps, followed from the control DB. Broker-agnostic: sending a message is a callable handed in."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from .controldb.store import Store
+from .dispatch import Dispatch
+from .exceptions import TenantctlError
+from .executors import Observer
+from .jobs import job_for_run
+from .models import ErrorClass, RunStatus, UnitJob, UnitResult
+from .secrets import mask_text
+from .settings import Settings
+
+log = logging.getLogger("tenantctl.runs")
+
+Send = Callable[[Sequence[Dispatch]], int]
+
+
+async def claim(
+    store: Store, settings: Settings, run_id: int, attempt: int, worker: str, environ: Mapping[str, str]
+) -> UnitJob | None:
+    """Claim a run (CAS) and build its job; None when the message is a duplicate or the run cannot start
+    (then it is already recorded as failed)."""
+    if not await store.claim(run_id, attempt, worker, settings.lease_seconds):
+        log.info("run %s attempt %s already claimed or finished: duplicate message ignored", run_id, attempt)
+        return None
+    try:
+        return await job_for_run(store, settings, run_id, environ)
+    except TenantctlError as exc:
+        now = datetime.now(UTC)
+        await store.record_result(
+            UnitResult(
+                run_id=run_id,
+                status=RunStatus.FAILED,
+                from_revision=None,
+                to_revision=None,
+                applied=(),
+                started_at=now,
+                finished_at=now,
+                worker=worker,
+                error_class=ErrorClass.INVALID_CONFIG,
+                error_message=mask_text(exc.message),
+            ),
+            fenced=True,
+        )
+        return None
+
+
+async def dispatch_more(store: Store, settings: Settings, rollout_id: int, send: Send) -> int:
+    """Send as many queued runs of the rollout as the caps allow; returns how many were sent.
+
+    Runs are stamped dispatched before their message is sent: a message lost on the way (broker down)
+    is sent again after ``redispatch_after``, and a duplicate is harmless (the claim is a CAS).
+    """
+    rollout = await store.get_rollout(rollout_id)
+    chosen = await store.reserve_dispatch(
+        rollout_id, rollout.parallel, settings.per_host_limit, settings.redispatch_after
+    )
+    return send(chosen) if chosen else 0
+
+
+async def follow(
+    store: Store,
+    rollout_id: int,
+    observer: Observer,
+    poll_interval: float,
+    tick: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Report runs as they become terminal, reading only the control DB, until none is queued or running."""
+    rollout = await store.get_rollout(rollout_id)
+    seen = {r.id for r in await store.rollout_runs(rollout_id) if r.status.terminal}
+    since = rollout.created_at - timedelta(seconds=1)
+    while True:
+        for run in await store.runs_finished_since(rollout_id, since):
+            if run.id not in seen:
+                seen.add(run.id)
+                observer.finished(run.tenant_id, run.status, run.error_message)
+            if run.finished_at is not None:
+                # workers' clocks may differ slightly: look back a little, dedupe by id
+                since = max(since, run.finished_at - timedelta(seconds=5))
+        counts = await store.rollout_counts(rollout_id)
+        if not counts.get(RunStatus.QUEUED, 0) and not counts.get(RunStatus.RUNNING, 0):
+            return
+        if tick is not None:
+            await tick()
+        await asyncio.sleep(poll_interval)

@@ -1,0 +1,59 @@
+"""The Celery app, configured from tenantctl's settings.
+
+Choices made for long migrations, and why:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only when its task ends,
+  so a worker that dies mid-task does not lose it; the redelivered copy finds the run claimed (a CAS in
+  the control DB) and does nothing, and the reaper settles the run from the tenant's real revision.
+- ``worker_prefetch_multiplier = 1``: a worker reserves one migration at a time, so a slow tenant never
+  holds others hostage in its prefetch buffer.
+- A dedicated queue (``TENANTCTL_QUEUE``): migration workers are not shared with other apps' tasks.
+- Soft and hard time limits from settings; the broker's ``visibility_timeout`` well above the hard limit,
+  so Redis never redelivers a task that is still running (which would start a second migration).
+- JSON only, and messages carry ids (rollout, run, attempt): never a URL or a password.
+- No result backend: the control database is the truth.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from orchestrator.exceptions import ConfigurationError
+from orchestrator.settings import Settings
+
+MIGRATE = "tenantctl.migrate"
+REAP = "tenantctl.reap"
+
+
+def make_app(settings: Settings) -> Celery:
+    if settings.broker_url is None:
+        raise ConfigurationError("TENANTCTL_BROKER_URL is not set: Celery workers need a broker (redis://…)")
+    app = Celery("tenantctl", broker=settings.broker_url.get_secret_value(), set_as_current=False)
+    hard = settings.task_time_limit
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue,
+        task_routes={MIGRATE: {"queue": settings.queue}, REAP: {"queue": settings.queue}},
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=hard,
+        broker_transport_options={"visibility_timeout": int(hard * 2 + 600)},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        enable_utc=True,
+        beat_schedule={
+            "tenantctl-reap": {"task": REAP, "schedule": settings.reap_interval, "options": {"expires": 60}},
+        },
+    )
+    from . import tasks
+
+    tasks.register(app, settings)
+    return app
