@@ -122,7 +122,8 @@ class History:
 class Finding:
     """One tenant in one audit. ``revision`` is its version rows, comma-joined (None when it has none),
     ``unknown`` those rows the scripts do not know; ``differences`` and ``schema_empty`` (no table at
-    all) are filled by a schema audit (``schema_checked``); ``hint`` is the repair command."""
+    all) are filled by a schema audit (``schema_checked``); ``hint`` is the repair command, aimed at
+    ``target`` (``heads`` when the scripts have several: tenantctl refuses ``head`` then)."""
 
     tenant_id: str
     state: State
@@ -136,6 +137,7 @@ class Finding:
     differences: tuple[str, ...] = ()
     repair: Repair | None = None
     hint: str | None = None
+    target: str = "head"
 
     @property
     def drift(self) -> bool:
@@ -155,6 +157,7 @@ class Finding:
             "schema_empty": self.schema_empty,
             "differences": list(self.differences),
             "repair": self.repair.value if self.repair else None,
+            "target": self.target,
         }
 
     @classmethod
@@ -182,6 +185,7 @@ class Finding:
             differences=tuple(extra.get("differences") or ()),
             repair=Repair(extra["repair"]) if extra.get("repair") else None,
             hint=hint,
+            target=extra.get("target") or "head",
         )
 
 
@@ -234,33 +238,23 @@ def classify(
     A version table with no row is behind, at base. With several heads in the scripts, a tenant whose
     rows are exactly the heads is at head, and one whose rows are each on a different branch is behind.
     """
+    target = "heads" if len(history.heads) > 1 else "head"
     if error is not None:
-        return _hinted(Finding(tenant_id=tenant_id, state=State.UNREACHABLE, error=error))
+        return _hinted(Finding(tenant_id=tenant_id, state=State.UNREACHABLE, error=error, target=target))
     if not version_table:
-        return _hinted(Finding(tenant_id=tenant_id, state=State.NO_VERSION_TABLE))
+        return _hinted(Finding(tenant_id=tenant_id, state=State.NO_VERSION_TABLE, target=target))
     rows = tuple(sorted(set(rows)))
     revision = ",".join(rows) or None
+    found = Finding(tenant_id=tenant_id, state=State.AT_HEAD, revision=revision, target=target)
     if set(rows) == set(history.heads):
-        return _hinted(Finding(tenant_id=tenant_id, state=State.AT_HEAD, revision=revision))
+        return _hinted(found)
     unknown = tuple(r for r in rows if not history.knows(r))
     if len(rows) == 1 and unknown:
-        return _hinted(
-            Finding(tenant_id=tenant_id, state=State.UNKNOWN_REVISION, revision=revision, unknown=unknown)
-        )
+        return _hinted(replace(found, state=State.UNKNOWN_REVISION, unknown=unknown))
     if len(rows) > 1 and (unknown or not _branch_position(history, rows)):
-        return _hinted(
-            Finding(tenant_id=tenant_id, state=State.MULTIPLE_VERSIONS, revision=revision, unknown=unknown)
-        )
+        return _hinted(replace(found, state=State.MULTIPLE_VERSIONS, unknown=unknown))
     missing = history.missing(rows)
-    return _hinted(
-        Finding(
-            tenant_id=tenant_id,
-            state=State.BEHIND,
-            revision=revision,
-            behind_by=len(missing),
-            missing=missing,
-        )
-    )
+    return _hinted(replace(found, state=State.BEHIND, behind_by=len(missing), missing=missing))
 
 
 def _branch_position(history: History, rows: Sequence[str]) -> bool:
@@ -331,18 +325,19 @@ def render_hint(repair: Repair, tenants: Sequence[str], example: Finding | None 
     flags = _tenant_flags(tenants)
     names = ", ".join(tenants)
     revision = example.revision if example is not None and example.revision else "its revision"
+    head = example.target if example is not None else "head"
     purge = (
         'alembic -c "$TENANTCTL_ALEMBIC_CONFIG" -x url=<tenant URL> [-x schema=<schema>] '
-        f"stamp --purge head, for {names} (tenantctl cannot stamp over an unknown or extra version row)"
+        f"stamp --purge {head}, for {names} (tenantctl cannot stamp over an unknown or extra version row)"
     )
     return {
-        Repair.UPGRADE: f"tenantctl upgrade head {flags}",
-        Repair.STAMP: f"tenantctl stamp head {flags}  (the schema already matches head)",
-        Repair.RESTAMP: f"tenantctl stamp base {flags} && tenantctl stamp head {flags}",
+        Repair.UPGRADE: f"tenantctl upgrade {head} {flags}",
+        Repair.STAMP: f"tenantctl stamp {head} {flags}  (the schema already matches head)",
+        Repair.RESTAMP: f"tenantctl stamp base {flags} && tenantctl stamp {head} {flags}",
         Repair.PURGE_STAMP: f"the schema matches head: {purge}",
         Repair.EMPTY_OR_STAMP: (
-            f"tenantctl upgrade head {flags}  if the database is empty; otherwise "
-            f"`tenantctl audit --schema {flags}` tells whether `tenantctl stamp head` fits"
+            f"tenantctl upgrade {head} {flags}  if the database is empty; otherwise "
+            f"`tenantctl audit --schema {flags}` tells whether `tenantctl stamp {head}` fits"
         ),
         Repair.NEWER_CODE: (
             f"{revision} is ahead of these scripts or from another branch: deploy the code that knows it; "
@@ -355,7 +350,7 @@ def render_hint(repair: Repair, tenants: Sequence[str], example: Finding | None 
         Repair.MIGRATION: (
             "the schema differs from the models at head: write a migration for it "
             "(`alembic revision --autogenerate`) if the models are right, or put the schema back "
-            f"(`tenantctl downgrade -1 {flags}` then `tenantctl upgrade head {flags}`, or by hand)"
+            f"(`tenantctl downgrade -1 {flags}` then `tenantctl upgrade {head} {flags}`, or by hand)"
         ),
         Repair.CHECK_SCHEMA: (
             f"several version rows: `tenantctl audit --schema {flags}` tells whether the schema is "
@@ -430,17 +425,18 @@ def groups(findings: Sequence[Finding]) -> list[Group]:
                 hint=render_hint(first.repair, ids, first) if first.repair else None,
             )
         )
-    by_difference: dict[str, list[str]] = {}
+    by_difference: dict[str, list[Finding]] = {}
     for f in findings:
         if f.state is State.AT_HEAD:
             for d in f.differences:
-                by_difference.setdefault(d, []).append(f.tenant_id)
-    for difference, ids_ in sorted(by_difference.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                by_difference.setdefault(d, []).append(f)
+    for difference, members in sorted(by_difference.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        ids = tuple(m.tenant_id for m in members)
         out.append(
             Group(
-                summary=_phrase(len(ids_), difference),
-                tenants=tuple(ids_),
-                hint=render_hint(Repair.MIGRATION, ids_),
+                summary=_phrase(len(ids), difference),
+                tenants=ids,
+                hint=render_hint(Repair.MIGRATION, ids, members[0]),
             )
         )
     return out

@@ -67,6 +67,22 @@ def classify_all(
     return findings
 
 
+def schema_job(settings: Settings, tenant_id: str, url: str, schema: str | None, reference: str) -> SchemaJob:
+    """The schema comparison of one tenant, built the same way wherever its URL was resolved (here, or
+    in a worker that received only the tenant id and ``reference``)."""
+    statement_timeout = settings.statement_timeout or SCHEMA_STATEMENT_TIMEOUT_S
+    return SchemaJob(
+        tenant_id=tenant_id,
+        url=url,
+        schema=schema,
+        metadata=reference,
+        version_table=settings.version_table,
+        connect_timeout_s=settings.connect_timeout,
+        statement_timeout_ms=int(statement_timeout * 1000),
+        lock_timeout_ms=int(settings.lock_timeout * 1000),
+    )
+
+
 async def compare_schemas(
     settings: Settings,
     resolved: coordinator.Resolved,
@@ -76,18 +92,8 @@ async def compare_schemas(
 ) -> list[Finding]:
     """Add the schema comparison to every reachable tenant's finding."""
     by_id = {t.id: t for t in resolved.tenants}
-    statement_timeout = settings.statement_timeout or SCHEMA_STATEMENT_TIMEOUT_S
     jobs = [
-        SchemaJob(
-            tenant_id=f.tenant_id,
-            url=resolved.urls[f.tenant_id],
-            schema=by_id[f.tenant_id].schema,
-            metadata=reference,
-            version_table=settings.version_table,
-            connect_timeout_s=settings.connect_timeout,
-            statement_timeout_ms=int(statement_timeout * 1000),
-            lock_timeout_ms=int(settings.lock_timeout * 1000),
-        )
+        schema_job(settings, f.tenant_id, resolved.urls[f.tenant_id], by_id[f.tenant_id].schema, reference)
         for f in findings
         if f.state is not State.UNREACHABLE
     ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import scripts
@@ -15,10 +15,13 @@ from .controldb.store import Store
 from .dispatch import db_host
 from .exceptions import ConfigurationError, UserError
 from .executors import Executor, InProcessExecutor, Observer, Silent
-from .models import Command, ErrorClass, RolloutState, RunStatus, Selector, Tenant
-from .planning import plan
+from .models import Command, ErrorClass, Policy, Rollout, RolloutState, RunStatus, Selector, Tenant
+from .planning import Plan, plan
+from .policy import assign_waves
 from .registry import connection_url
 from .revisions import Probe, RevisionRead, read_all
+from .runs import close_if_done, stop
+from .runs import follow as follow_runs
 from .secrets import SecretBox
 from .selection import select
 from .settings import Settings
@@ -85,6 +88,7 @@ async def rollout(
     revision: str,
     selector: Selector,
     parallel: int | None = None,
+    policy: Policy | None = None,
     created_by: str,
     environ: Mapping[str, str],
     observer: Observer | None = None,
@@ -93,10 +97,11 @@ async def rollout(
 ) -> int:
     """Run ``command revision`` over the selected tenants; returns the rollout id.
 
-    Preflight first (scripts load, the revision resolves, a single head): a refusal touches nothing.
-    Tenants already at an absolute target are recorded as skipped and get no task.
+    Preflight first (scripts load, the revision resolves, a single head, the canary exists): a refusal
+    touches nothing. Tenants already at an absolute target are recorded as skipped and get no task.
     """
     observer = observer or Silent()
+    policy = policy or Policy()
     executor = executor or InProcessExecutor(settings, environ, parallel)
     if not wait and not hasattr(executor, "start"):
         raise ConfigurationError(
@@ -105,18 +110,40 @@ async def rollout(
     script = scripts.scripts(settings.alembic_config)
     target = scripts.resolve(script, command, revision)
     resolved = await resolve_selection(settings, store, selector, environ)
+    waves = assign_waves(resolved.tenants, policy)
     reads = await read_current(settings, resolved)
     the_plan = plan(resolved.tenants, reads, target, resolved.unusable)
-    parallel = parallel or settings.parallelism
     rollout_id = await store.create_rollout(
         command=command,
         target=revision,
         selection=_selection_record(selector, target),
         created_by=created_by,
-        parallel=parallel,
+        parallel=parallel or settings.parallelism,
         plan=the_plan,
-        hosts={t.id: db_host(resolved.urls.get(t.id, t.url)) for t in resolved.tenants},
+        hosts=_hosts(resolved),
+        policy=policy,
+        waves=waves,
     )
+    _planned(observer, rollout_id, the_plan)
+    await _drive(settings, store, executor, rollout_id, observer, wait)
+    return rollout_id
+
+
+async def _drive(
+    settings: Settings, store: Store, executor: Executor, rollout_id: int, observer: Observer, wait: bool
+) -> None:
+    if wait:
+        await executor.execute(store, rollout_id, observer)
+    else:
+        await executor.start(store, rollout_id)  # type: ignore[attr-defined]
+    await close_if_done(store, settings, rollout_id)
+
+
+def _hosts(resolved: Resolved) -> dict[str, str]:
+    return {t.id: db_host(resolved.urls.get(t.id, t.url)) for t in resolved.tenants}
+
+
+def _planned(observer: Observer, rollout_id: int, the_plan: Plan) -> None:
     observer.planned(
         rollout_id,
         the_plan.total,
@@ -124,13 +151,18 @@ async def rollout(
         len(the_plan.skipped),
         [(t, message) for t, _cls, message in the_plan.failed],
     )
-    if wait:
-        await executor.execute(store, rollout_id, observer)
-        await store.finish_if_done(rollout_id)
-    else:
-        await executor.start(store, rollout_id)  # type: ignore[attr-defined]
-        await store.finish_if_done(rollout_id)
-    return rollout_id
+
+
+async def _new_attempts(
+    settings: Settings, store: Store, rollout: Rollout, tenant_ids: list[str], environ: Mapping[str, str]
+) -> Plan:
+    """New attempts at some tenants of a rollout, each planned from its live revision: one already at
+    the target (a worker that died after finishing) is recorded as skipped, not migrated again."""
+    target = scripts.resolve(scripts.scripts(settings.alembic_config), rollout.command, rollout.target)
+    resolved = await resolve_selection(settings, store, Selector(tenants=tuple(tenant_ids)), environ)
+    the_plan = plan(resolved.tenants, await read_current(settings, resolved), target, resolved.unusable)
+    await store.add_attempts(rollout.id, the_plan, _hosts(resolved))
+    return the_plan
 
 
 async def retry(
@@ -142,38 +174,68 @@ async def retry(
     environ: Mapping[str, str],
     observer: Observer | None = None,
     executor: Executor | None = None,
+    wait: bool = True,
 ) -> int:
     """Run the failed (and lost) tenants of a rollout again, as new attempts of the same rollout.
-
-    Each retried tenant's revision is read first: one already at the target (a worker that died after
-    finishing) is recorded as skipped, not migrated again.
-    """
+    Tenants a halt left untouched stay halted: ``resume`` continues them."""
     observer = observer or Silent()
     rollout = await store.get_rollout(rollout_id)
+    executor = executor or InProcessExecutor(settings, environ, rollout.parallel)
     failed = [r.tenant_id for r in await store.rollout_runs(rollout_id) if r.status is RunStatus.FAILED]
     if selector != Selector():
         chosen = {t.id for t in select(await store.list_tenants(), selector)}
         failed = [t for t in failed if t in chosen]
     if not failed:
         raise UserError(f"rollout {rollout_id} has no failed tenants to retry{_matching(selector)}")
-    target = scripts.resolve(scripts.scripts(settings.alembic_config), rollout.command, rollout.target)
-    resolved = await resolve_selection(settings, store, Selector(tenants=tuple(failed)), environ)
-    the_plan = plan(resolved.tenants, await read_current(settings, resolved), target, resolved.unusable)
-    await store.add_attempts(
-        rollout_id, the_plan, {t.id: db_host(resolved.urls.get(t.id, t.url)) for t in resolved.tenants}
-    )
+    the_plan = await _new_attempts(settings, store, rollout, failed, environ)
+    _planned(observer, rollout_id, the_plan)
+    await _drive(settings, store, executor, rollout_id, observer, wait)
+    return rollout_id
+
+
+async def resume(
+    settings: Settings,
+    store: Store,
+    *,
+    rollout_id: int,
+    environ: Mapping[str, str],
+    observer: Observer | None = None,
+    executor: Executor | None = None,
+    wait: bool = True,
+) -> int:
+    """Continue a halted or cancelled rollout: its tenants never started are queued again, and those
+    stopped between two migrations get a new attempt from where they stand."""
+    observer = observer or Silent()
+    rollout = await store.get_rollout(rollout_id)
+    if rollout.state not in (RolloutState.HALTED, RolloutState.CANCELLED):
+        raise UserError(
+            f"rollout {rollout_id} is {rollout.state.value}: only a halted or cancelled one resumes"
+        )
+    executor = executor or InProcessExecutor(settings, environ, rollout.parallel)
+    midway = [r.tenant_id for r in await store.stopped_midway(rollout_id)]
+    requeued = await store.resume(rollout_id)
+    if requeued < 0:
+        raise UserError(f"rollout {rollout_id} was resumed by someone else")
+    the_plan = await _new_attempts(settings, store, rollout, midway, environ) if midway else Plan()
+    runs_ = await store.rollout_runs(rollout_id)
     observer.planned(
         rollout_id,
-        the_plan.total,
-        len(the_plan.skipped) + len(the_plan.failed),
+        len(runs_),
+        sum(1 for r in runs_ if r.status.terminal),
         len(the_plan.skipped),
         [(t, message) for t, _cls, message in the_plan.failed],
     )
-    await (executor or InProcessExecutor(settings, environ, rollout.parallel)).execute(
-        store, rollout_id, observer
-    )
-    await store.finish_if_done(rollout_id)
+    await _drive(settings, store, executor, rollout_id, observer, wait)
     return rollout_id
+
+
+async def cancel(settings: Settings, store: Store, *, rollout_id: int, by: str) -> bool:
+    """Cancel a rollout: tenants not yet started are not started; running ones stop after their
+    current migration. False if the rollout was not running or halted."""
+    rollout = await store.get_rollout(rollout_id)
+    if rollout.state not in (RolloutState.RUNNING, RolloutState.HALTED):
+        raise UserError(f"rollout {rollout_id} is {rollout.state.value}: nothing to cancel")
+    return await stop(store, settings, rollout_id, f"cancelled by {by}", RolloutState.CANCELLED)
 
 
 def _matching(selector: Selector) -> str:
@@ -188,8 +250,6 @@ async def follow(store: Store, rollout_id: int | None, observer: Observer, poll_
     failures = [(r.tenant_id, r.error_message or "") for r in runs_ if r.status is RunStatus.FAILED]
     skipped = sum(1 for r in runs_ if r.status is RunStatus.SKIPPED)
     observer.planned(rollout.id, len(runs_), done, skipped, failures)
-    from .runs import follow as follow_runs
-
     await follow_runs(store, rollout.id, observer, poll_interval)
     return rollout.id
 
@@ -204,12 +264,14 @@ def _selection_record(selector: Selector, target: scripts.Target) -> dict[str, A
     }
 
 
-async def status(store: Store, rollout_id: int | None = None) -> dict[str, Any]:
-    """The rollout as ``status --json`` prints it: a contract users' scripts read."""
+async def status(store: Store, rollout_id: int | None = None, *, attempts: bool = False) -> dict[str, Any]:
+    """The rollout as ``status --json`` prints it: a contract users' scripts read. ``counts`` are of each
+    tenant's latest attempt; with ``attempts`` the ``tenants`` list holds every attempt."""
     ro = await store.get_rollout(rollout_id)
-    runs = await store.rollout_runs(ro.id)
+    latest = await store.rollout_runs(ro.id)
+    runs = await store.rollout_attempts(ro.id) if attempts else latest
     counts = {s.value: 0 for s in RunStatus}
-    for run in runs:
+    for run in latest:
         counts[run.status.value] += 1
     return {
         "id": ro.id,
@@ -220,12 +282,16 @@ async def status(store: Store, rollout_id: int | None = None) -> dict[str, Any]:
         "created_at": ro.created_at.isoformat(),
         "finished_at": ro.finished_at.isoformat() if ro.finished_at else None,
         "selection": json.loads(ro.selection),
+        "policy": {k: v for k, v in asdict(ro.policy).items() if v not in (None, 0)},
+        "halt_reason": ro.halt_reason,
         "counts": counts,
         "tenants": [
             {
                 "tenant": r.tenant_id,
                 "status": r.status.value,
                 "attempt": r.attempt,
+                "wave": r.wave,
+                "retries": r.retries,
                 "from_revision": r.from_revision,
                 "to_revision": r.to_revision,
                 "applied": list(r.applied),
@@ -233,11 +299,32 @@ async def status(store: Store, rollout_id: int | None = None) -> dict[str, Any]:
                 "worker": r.worker,
                 "error_class": r.error_class.value if r.error_class else None,
                 "error": r.error_message if r.status is RunStatus.FAILED else None,
-                "note": r.error_message if r.status is RunStatus.SKIPPED else None,
+                "note": r.error_message if r.status in _NOTED else None,
             }
             for r in runs
         ],
     }
+
+
+_NOTED = (RunStatus.SKIPPED, RunStatus.HALTED, RunStatus.CANCELLED)
+
+
+async def rollouts(store: Store, limit: int) -> list[dict[str, Any]]:
+    """``tenantctl rollouts --json``: the newest rollouts, one object each."""
+    return [
+        {
+            "id": ro.id,
+            "command": ro.command.value,
+            "target": ro.target,
+            "state": ro.state.value,
+            "created_by": ro.created_by,
+            "created_at": ro.created_at.isoformat(),
+            "finished_at": ro.finished_at.isoformat() if ro.finished_at else None,
+            "halt_reason": ro.halt_reason,
+            "counts": {s.value: counts.get(s, 0) for s in RunStatus},
+        }
+        for ro, counts in await store.list_rollouts(limit)
+    ]
 
 
 def exit_code(state: RolloutState | str) -> int:

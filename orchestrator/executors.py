@@ -66,7 +66,8 @@ def _failed(job: UnitJob, cls: ErrorClass, message: str) -> UnitResult:
 
 class InProcessExecutor:
     """``parallel`` child processes, started fresh (spawn) so no parent state, lock or loop leaks in; at most
-    ``settings.per_host_limit`` of them on one database server."""
+    ``settings.per_host_limit`` of them on one database server. Waves run one after the other; the
+    rollout's policy is checked after every result, so a crossed budget halts it at once."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], parallel: int | None = None) -> None:
         self.settings = settings
@@ -74,10 +75,26 @@ class InProcessExecutor:
         self.parallel = parallel or settings.parallelism
 
     async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
+        from .runs import next_wave
+
+        pool: ProcessPoolExecutor | None = None
+        try:
+            while (wave := await next_wave(store, self.settings, rollout_id)) is not None:
+                jobs = await self._jobs(store, observer, rollout_id, wave)
+                if jobs:
+                    pool = pool or ProcessPoolExecutor(
+                        max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn")
+                    )
+                    await self._run(store, observer, pool, jobs)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    async def _jobs(
+        self, store: Store, observer: Observer, rollout_id: int, wave: int
+    ) -> list[tuple[UnitJob, str]]:
         rollout = await store.get_rollout(rollout_id)
-        queued = await store.queued_runs(rollout_id)
-        if not queued:
-            return
+        queued = await store.queued_runs(rollout_id, wave)
         tenants = {t.id: t for t in await store.list_tenants()}
         box = secret_box(self.settings)
         jobs: list[tuple[UnitJob, str]] = []
@@ -86,46 +103,40 @@ class InProcessExecutor:
             try:
                 url = connection_url(tenant, box, self.environ)
             except ConfigurationError as exc:
-                url = ""
-                error = exc.message
-            else:
-                error = ""
-            job = build_job(
-                self.settings,
-                run_id=run_id,
-                tenant=tenant,
-                command=rollout.command,
-                target=rollout.target,
-                url=url,
-            )
-            if error:
-                await self._record(store, observer, job, _failed(job, ErrorClass.INVALID_CONFIG, error))
-            else:
-                jobs.append((job, db_host(url)))
-        await self._run(store, observer, jobs)
+                job = build_job(self.settings, run_id=run_id, tenant=tenant, rollout=rollout, url="")
+                await store.mark_running(run_id, worker_id())
+                await self._record(store, observer, job, _failed(job, ErrorClass.INVALID_CONFIG, exc.message))
+                continue
+            job = build_job(self.settings, run_id=run_id, tenant=tenant, rollout=rollout, url=url)
+            jobs.append((job, db_host(url)))
+        return jobs
 
-    async def _run(self, store: Store, observer: Observer, jobs: list[tuple[UnitJob, str]]) -> None:
-        if not jobs:
-            return
+    async def _run(
+        self, store: Store, observer: Observer, pool: ProcessPoolExecutor, jobs: list[tuple[UnitJob, str]]
+    ) -> None:
+        from .runs import next_wave
+
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.parallel)
         per_host = self.settings.per_host_limit or self.parallel
         hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.parallel, len(jobs)), mp_context=context) as pool:
 
-            async def one(job: UnitJob, host: str) -> None:
-                async with hosts[host], gate:
-                    await store.mark_running(job.run_id, worker_id())
-                    try:
-                        result = await loop.run_in_executor(pool, run_unit, job)
-                    except Exception as exc:  # the child died: record it, never lose the run
-                        result = _failed(
-                            job, ErrorClass.INTERNAL, f"worker process failed: {exc.__class__.__name__}"
-                        )
-                    await self._record(store, observer, job, result)
+        async def one(job: UnitJob, host: str) -> None:
+            async with hosts[host], gate:
+                # the claim fails if the rollout was halted or cancelled meanwhile: then nothing starts
+                if not await store.mark_running(job.run_id, worker_id()):
+                    return
+                try:
+                    result = await loop.run_in_executor(pool, run_unit, job)
+                except Exception as exc:  # the child died: record it, never lose the run
+                    result = _failed(
+                        job, ErrorClass.INTERNAL, f"worker process failed: {exc.__class__.__name__}"
+                    )
+                await self._record(store, observer, job, result)
+                if result.status is RunStatus.FAILED:
+                    await next_wave(store, self.settings, job.rollout_id)  # applies the failure budget now
 
-            await asyncio.gather(*(one(job, host) for job, host in jobs))
+        await asyncio.gather(*(one(job, host) for job, host in jobs))
 
     @staticmethod
     async def _record(store: Store, observer: Observer, job: UnitJob, result: UnitResult) -> None:

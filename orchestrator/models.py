@@ -16,17 +16,20 @@ class Command(enum.StrEnum):
 
 
 class RunStatus(enum.StrEnum):
-    """Where one attempt at one tenant stands. ``succeeded``/``failed``/``skipped`` are terminal."""
+    """Where one attempt at one tenant stands. Everything but ``queued`` and ``running`` is at rest;
+    ``halted`` and ``cancelled`` runs wait for ``resume``."""
 
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    HALTED = "halted"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class RolloutState(enum.StrEnum):
@@ -35,11 +38,14 @@ class RolloutState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    HALTED = "halted"
+    CANCELLED = "cancelled"
 
 
 class ErrorClass(enum.StrEnum):
     """Why a tenant run failed, so ops can filter failures by cause."""
 
+    TRANSIENT = "transient"
     UNREACHABLE = "unreachable"
     LOCK_TIMEOUT = "lock_timeout"
     MIGRATION_ERROR = "migration_error"
@@ -96,6 +102,25 @@ class Selector:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Policy:
+    """How a rollout proceeds and when it stops; stored with the rollout so every runner applies it.
+
+    ``canary``/``canary_tag``: that set first, continuing only if all of it succeeded; then waves of
+    ``batch_size`` (0 = one wave). ``max_failures`` / ``max_failure_rate`` (a fraction of the rollout's
+    tenants): the failure budget. Timeouts in seconds override the settings for this rollout.
+    """
+
+    canary: int = 0
+    canary_tag: str | None = None
+    batch_size: int = 0
+    max_failures: int | None = None
+    max_failure_rate: float | None = None
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    task_timeout: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Rollout:
     id: int
     command: Command
@@ -106,6 +131,8 @@ class Rollout:
     finished_at: datetime | None
     state: RolloutState
     parallel: int
+    policy: Policy = field(default_factory=lambda: Policy())
+    halt_reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +157,8 @@ class TenantRun:
     db_host: str = ""
     dispatched_at: datetime | None = None
     lease_expires_at: datetime | None = None
+    wave: int = 1
+    retries: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +178,12 @@ class UnitJob:
     statement_timeout_ms: int = 0
     lock_wait_s: float = 60.0
     connect_timeout_s: float = 5.0
+    task_timeout_s: float = 0.0
+    transient_retries: int = 3
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 15.0
+    rollout_id: int = 0
+    control_url: str = field(default="", repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
@@ -167,6 +202,7 @@ class UnitResult:
     error_class: ErrorClass | None = None
     error_message: str | None = None
     traceback: str | None = None
+    retries: int = 0
 
     @property
     def duration_ms(self) -> int:

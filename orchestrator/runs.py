@@ -7,13 +7,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from . import notify
 from .controldb.store import Store
 from .dispatch import Dispatch
 from .exceptions import TenantctlError
 from .executors import Observer
 from .jobs import job_for_run
-from .models import ErrorClass, RunStatus, UnitJob, UnitResult
+from .models import ErrorClass, Rollout, RolloutState, RunStatus, UnitJob, UnitResult
+from .policy import decide
 from .secrets import mask_text
 from .settings import Settings
 
@@ -52,15 +55,61 @@ async def claim(
         return None
 
 
+async def next_wave(
+    store: Store, settings: Settings, rollout_id: int, rollout: Rollout | None = None
+) -> int | None:
+    """The wave whose queued runs may start now, after applying the rollout's policy: a crossed failure
+    budget or a failed canary halts the rollout here (and notifies). None: nothing may start.
+    ``rollout``: the rollout as just read by the caller, so it is not read twice."""
+    rollout = rollout or await store.get_rollout(rollout_id)
+    if rollout.state is not RolloutState.RUNNING:
+        return None
+    statuses = await store.wave_statuses(rollout_id)
+    decision = decide(rollout.policy, statuses, len(statuses))
+    if decision.halt is not None:
+        await stop(store, settings, rollout_id, decision.halt)
+        return None
+    return decision.open_wave
+
+
+async def stop(
+    store: Store, settings: Settings, rollout_id: int, reason: str, state: RolloutState = RolloutState.HALTED
+) -> bool:
+    """Halt or cancel a rollout (runs not started wait for ``resume``), say why, and notify."""
+    if not await store.halt(rollout_id, reason, state):
+        return False
+    log.warning("rollout %s %s: %s", rollout_id, state.value, reason)
+    await notify.send(settings, notify.rollout_message(await report(store, rollout_id), reason))
+    await close_if_done(store, settings, rollout_id)
+    return True
+
+
+async def close_if_done(store: Store, settings: Settings, rollout_id: int) -> RolloutState | None:
+    """Close the rollout when nothing of it is queued or running; the closer notifies."""
+    state = await store.finish_if_done(rollout_id)
+    if state in (RolloutState.SUCCEEDED, RolloutState.FAILED):
+        await notify.send(settings, notify.rollout_message(await report(store, rollout_id)))
+    return state
+
+
+async def report(store: Store, rollout_id: int) -> dict[str, Any]:
+    from .coordinator import status
+
+    return await status(store, rollout_id)
+
+
 async def dispatch_more(store: Store, settings: Settings, rollout_id: int, send: Send) -> int:
-    """Send as many queued runs of the rollout as the caps allow; returns how many were sent.
+    """Send as many queued runs of the rollout's open wave as the caps allow; returns how many were sent.
 
     Runs are stamped dispatched before their message is sent: a message lost on the way (broker down)
     is sent again after ``redispatch_after``, and a duplicate is harmless (the claim is a CAS).
     """
     rollout = await store.get_rollout(rollout_id)
+    wave = await next_wave(store, settings, rollout_id, rollout)
+    if wave is None:
+        return 0
     chosen = await store.reserve_dispatch(
-        rollout_id, rollout.parallel, settings.per_host_limit, settings.redispatch_after
+        rollout_id, rollout.parallel, settings.per_host_limit, settings.redispatch_after, wave
     )
     return send(chosen) if chosen else 0
 

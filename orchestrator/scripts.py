@@ -4,9 +4,11 @@ that refuse a rollout before any tenant is touched."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
@@ -58,6 +60,28 @@ def load(path: str) -> ScriptDirectory:
     except (CommandError, SyntaxError, ImportError, KeyError, ValueError) as exc:
         raise ConfigurationError(f"cannot load the Alembic scripts of {path}: {exc}") from exc
     return script
+
+
+def run_env(script: ScriptDirectory) -> None:
+    """``script.run_env()`` with env.py compiled once per process (again if the file changes): its module
+    is still created and executed anew for every tenant, exactly as Alembic's loader does it."""
+    path = Path(script.dir, "env.py")
+    try:
+        stat = path.stat()
+    except OSError:  # a sourceless env.pyc, or none: Alembic's own loader decides
+        script.run_env()
+        return
+    spec = importlib.util.spec_from_file_location("env_py", path)
+    if spec is None:
+        script.run_env()
+        return
+    module = importlib.util.module_from_spec(spec)
+    exec(_env_code(str(path), stat.st_mtime_ns, stat.st_size), module.__dict__)
+
+
+@functools.lru_cache(maxsize=8)
+def _env_code(path: str, _mtime_ns: int, _size: int) -> CodeType:
+    return compile(Path(path).read_bytes(), path, "exec", dont_inherit=True)
 
 
 def scripts(path: Path) -> ScriptDirectory:

@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     poll_interval: float = Field(
         default=0.5, gt=0, description="Seconds between progress reads of a rollout."
     )
+    webhook_url: SecretStr | None = Field(
+        default=None, description="Slack-compatible webhook called when a rollout finishes or halts."
+    )
+    webhook_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for the webhook.")
+    transient_retries: int = Field(
+        default=3, ge=0, le=20, description="Retries of a transient failure within one attempt."
+    )
+    retry_backoff: float = Field(
+        default=1.0, gt=0, description="First backoff (seconds) of a transient retry."
+    )
+    retry_backoff_max: float = Field(default=15.0, gt=0, description="Cap of the transient retry backoff.")
+    task_timeout: float = Field(
+        default=0.0, ge=0, description="Seconds one tenant's migration may take; 0 = no limit."
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Key that encrypts tenant passwords at rest (any long random string)."
     )

@@ -13,13 +13,16 @@ the tenant, never assumed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import socket
+import threading
+import time
 import traceback
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,15 +32,19 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from . import scripts
-from .exceptions import ConfigurationError, TenantctlError, TenantError, TenantLockTimeout
+from .controldb.watch import RolloutWatch
+from .exceptions import TenantctlError, TenantUnreachable
+from .failures import Stopped, UnitTimeout, backoff, classify, is_transient
 from .locking import file_lock, lock_key, pg_lock
 from .models import Command, ErrorClass, RunStatus, UnitJob, UnitResult
 from .revisions import quote_ident
 from .secrets import mask_text
+
+log = logging.getLogger("tenantctl.unit")
 
 
 def worker_id() -> str:
@@ -93,112 +100,228 @@ def read_heads(conn: Connection, schema: str | None, version_table: str) -> tupl
     return tuple(sorted(rows))
 
 
-def alembic_config(job: UnitJob, conn: Connection | None) -> Config:
-    x = [f"url={job.url}", f"tenant={job.tenant_id}"] + ([f"schema={job.schema}"] if job.schema else [])
-    if job.version_table != "alembic_version":
-        x.append(f"version_table={job.version_table}")
-    cfg = Config(job.alembic_config, cmd_opts=argparse.Namespace(x=x))
-    cfg.set_main_option("sqlalchemy.url", job.url.replace("%", "%%"))
+def alembic_config_for(
+    ini: str, url: str, tenant_id: str, schema: str | None, version_table: str, conn: Connection | None
+) -> Config:
+    """A Config that hands the tenant to env.py every common way: ``-x`` (exactly as ``alembic -x``
+    passes it), ``sqlalchemy.url`` (``%`` escaped for ConfigParser) and ``attributes["connection"]``."""
+    x = [f"url={url}", f"tenant={tenant_id}"] + ([f"schema={schema}"] if schema else [])
+    if version_table != "alembic_version":
+        x.append(f"version_table={version_table}")
+    cfg = Config(ini, cmd_opts=argparse.Namespace(x=x))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if conn is not None:
         cfg.attributes["connection"] = conn
     return cfg
 
 
-def run_alembic(cfg: Config, script: ScriptDirectory, command: Command, target: str) -> None:
+def alembic_config(job: UnitJob, conn: Connection | None) -> Config:
+    return alembic_config_for(job.alembic_config, job.url, job.tenant_id, job.schema, job.version_table, conn)
+
+
+def run_alembic(
+    cfg: Config,
+    script: ScriptDirectory,
+    command: Command,
+    target: str,
+    *,
+    as_sql: bool = False,
+    starting_rev: str | None = None,
+    keep_going: Callable[[], bool] | None = None,
+) -> None:
     """What ``alembic.command.upgrade/downgrade/stamp`` do, over an already loaded script directory
-    (``command.*`` would re-read every revision file for every tenant)."""
-    fn: Callable[[Any, Any], Any]
-    if command is Command.UPGRADE:
-        fn = lambda rev, _ctx: script._upgrade_revs(target, rev)  # noqa: E731
-    elif command is Command.DOWNGRADE:
-        fn = lambda rev, _ctx: script._downgrade_revs(target, rev)  # noqa: E731
-    else:
-        fn = lambda rev, _ctx: script._stamp_revs((target,), rev)  # noqa: E731
+    (``command.*`` would re-read every revision file for every tenant).
+
+    The steps are handed to Alembic one at a time: before each step after the first, ``keep_going`` is
+    asked, so a cancelled rollout stops between two migrations (each in its own transaction) and the
+    tenant rests at a revision it really reached.
+    """
+
+    def steps(rev: Any, _ctx: Any) -> Iterator[Any]:
+        planned: list[Any]
+        if command is Command.UPGRADE:
+            planned = script._upgrade_revs(target, rev)
+        elif command is Command.DOWNGRADE:
+            planned = script._downgrade_revs(target, rev)
+        else:
+            planned = script._stamp_revs((target,), rev)
+        for i, step in enumerate(planned):
+            if i and keep_going is not None and not keep_going():
+                raise Stopped(f"stopped before {step.short_log}")
+            yield step
+
     destination: str | tuple[str, ...] = (target,) if command is Command.STAMP else target
-    with EnvironmentContext(cfg, script, fn=fn, as_sql=False, starting_rev=None, destination_rev=destination):
-        script.run_env()
+    with EnvironmentContext(
+        cfg, script, fn=steps, as_sql=as_sql, starting_rev=starting_rev, destination_rev=destination
+    ):
+        scripts.run_env(script)
 
 
-def _classify(exc: BaseException) -> ErrorClass:
-    if isinstance(exc, TenantLockTimeout):
-        return ErrorClass.LOCK_TIMEOUT
-    if isinstance(exc, ConfigurationError):
-        return ErrorClass.INVALID_CONFIG
-    if exc.__class__.__name__ == "SoftTimeLimitExceeded":  # Celery's soft time limit, raised in the task
-        return ErrorClass.TIMEOUT
-    if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "sqlstate", None)
-        if code == "57014":
-            return ErrorClass.TIMEOUT
-        if code == "55P03":
-            return ErrorClass.LOCK_TIMEOUT
-    return ErrorClass.MIGRATION_ERROR
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise UnitTimeout in this (main) thread after ``seconds``; psycopg's waits are interruptible."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise UnitTimeout(f"migration ran past its task timeout of {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
-def run_unit(job: UnitJob) -> UnitResult:
-    """Run ``job`` and describe what happened; never raises for a tenant's failure."""
-    started = datetime.now(UTC)
-    secrets = [s for s in (*job.secrets, make_url(job.url).password) if s]
-    before: tuple[str, ...] | None = None
-    after: tuple[str, ...] | None = None
-    applied: tuple[str, ...] = ()
+class _ProcessWatch:
+    """A unit's window on its rollout, over one ``RolloutWatch`` per process kept across units: opening
+    its control-DB connection per tenant (connect and SQLAlchemy's first-connect queries) cost about a
+    tenth of a Celery task (py-spy, bench/rollout_bench.py). A failed read (None) drops that connection,
+    so the next read opens a fresh one, as a new watch per unit would."""
+
+    _current: tuple[tuple[str, int], RolloutWatch] | None = None
+
+    def __init__(self, control_url: str, rollout_id: int) -> None:
+        self.key = (control_url, rollout_id)
+
+    def state(self) -> str | None:
+        current = _ProcessWatch._current
+        if current is None or current[0] != self.key:
+            if current is not None:
+                current[1].close()
+            current = _ProcessWatch._current = (self.key, RolloutWatch(*self.key))
+        state = current[1].state()
+        if state is None:
+            current[1].close()
+            _ProcessWatch._current = None
+        return state
+
+    def running(self) -> bool:
+        return self.state() in (None, "running")
+
+    def close(self) -> None:
+        """Nothing: the connection stays for this process's next unit of the same rollout."""
+
+
+class _Outcome:
+    """What one unit observed so far; turned into a UnitResult at the end."""
+
+    def __init__(self, job: UnitJob) -> None:
+        self.job = job
+        self.started = datetime.now(UTC)
+        self.before: tuple[str, ...] | None = None
+        self.after: tuple[str, ...] | None = None
+        self.retries = 0
+        self.secrets = [s for s in (*job.secrets, make_url(job.url).password) if s]
 
     def result(
-        status: RunStatus, exc: BaseException | None = None, cls: ErrorClass | None = None
+        self, status: RunStatus, exc: BaseException | None = None, cls: ErrorClass | None = None
     ) -> UnitResult:
         message = tb = None
         if exc is not None:
-            message = mask_text(f"{exc.__class__.__name__}: {exc}".strip(), secrets)
-            tb = mask_text("".join(traceback.format_exception(exc)), secrets)
+            message = mask_text(f"{exc.__class__.__name__}: {exc}".strip(), self.secrets)
+            if not isinstance(exc, Stopped):
+                tb = mask_text("".join(traceback.format_exception(exc)), self.secrets)
+        applied: tuple[str, ...] = ()
+        if self.before is not None and self.after is not None:
+            applied = scripts.applied_between(scripts.load(self.job.alembic_config), self.before, self.after)
         return UnitResult(
-            run_id=job.run_id,
+            run_id=self.job.run_id,
             status=status,
-            from_revision=",".join(before) if before else None,
-            to_revision=",".join(after) if after else None,
+            from_revision=",".join(self.before) if self.before else None,
+            to_revision=",".join(self.after) if self.after else None,
             applied=applied,
-            started_at=started,
+            started_at=self.started,
             finished_at=datetime.now(UTC),
             worker=worker_id(),
             error_class=cls,
             error_message=message,
             traceback=tb,
+            retries=self.retries,
         )
 
+
+def run_unit(job: UnitJob) -> UnitResult:
+    """Run ``job`` and describe what happened; never raises for a tenant's failure.
+
+    Transient failures (lock timeout, deadlock, serialization failure, a connection lost before the
+    migration started) are retried within the attempt with capped, jittered backoff; each retry starts
+    again from the revision read back from the tenant.
+    """
+    outcome = _Outcome(job)
+    watch = _ProcessWatch(job.control_url, job.rollout_id) if job.control_url and job.rollout_id else None
     try:
-        script = scripts.load(str(Path(job.alembic_config)))
-        url = make_url(job.url)
-        engine = _engine(job, url)
+        with _deadline(job.task_timeout_s):
+            while True:
+                try:
+                    return _attempt(job, outcome, watch)
+                except Exception as exc:
+                    cls = classify(exc)
+                    if not is_transient(cls) or outcome.retries >= job.transient_retries:
+                        raise
+                    outcome.retries += 1
+                    log.warning(
+                        "tenant %s: %s, retry %d of %d",
+                        job.tenant_id,
+                        mask_text(str(exc).splitlines()[0] if str(exc) else cls.value, outcome.secrets),
+                        outcome.retries,
+                        job.transient_retries,
+                    )
+                    time.sleep(backoff(outcome.retries, job.retry_backoff_s, job.retry_backoff_max_s))
+    except Stopped as exc:
+        state = watch.state() if watch else None
+        status = RunStatus.CANCELLED if state == "cancelled" else RunStatus.HALTED
+        return outcome.result(status, exc, None)
+    except (TenantctlError, CommandError) as exc:
+        cls = classify(exc)
+        return outcome.result(
+            RunStatus.FAILED, exc, cls if cls is not ErrorClass.MIGRATION_ERROR else ErrorClass.INVALID_CONFIG
+        )
+    except Exception as exc:
+        return outcome.result(RunStatus.FAILED, exc, classify(exc))
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> UnitResult:
+    script = scripts.load(job.alembic_config)
+    url = make_url(job.url)
+    engine = _engine(job, url)
+    try:
         try:
             conn = engine.connect()
         except OperationalError as exc:
-            return result(RunStatus.FAILED, exc, ErrorClass.UNREACHABLE)
-        try:
-            with conn, _lock(conn, job, url):
-                before = read_heads(conn, job.schema, job.version_table)
-                failure: BaseException | None = None
-                try:
-                    run_alembic(alembic_config(job, conn), script, job.command, job.target)
-                    if conn.in_transaction():  # an env.py that left its work open: it succeeded, keep it
-                        conn.commit()
-                except Exception as exc:  # the migration's own error: record it, read where it stopped
-                    failure = exc
-                    if conn.in_transaction():
-                        conn.rollback()
-                after = read_heads(conn, job.schema, job.version_table)
-                applied = scripts.applied_between(script, before, after)
-                if failure is not None:
-                    return result(RunStatus.FAILED, failure, _classify(failure))
-                return result(RunStatus.SUCCEEDED)
-        finally:
-            engine.dispose()
-    except TenantError as exc:
-        return result(RunStatus.FAILED, exc, _classify(exc))
-    except (TenantctlError, CommandError) as exc:
-        return result(RunStatus.FAILED, exc, ErrorClass.INVALID_CONFIG)
-    except OperationalError as exc:
-        return result(RunStatus.FAILED, exc, ErrorClass.UNREACHABLE)
-    except Exception as exc:
-        return result(RunStatus.FAILED, exc, _classify(exc))
+            raise TenantUnreachable(
+                job.tenant_id, mask_text(str(exc).splitlines()[0], outcome.secrets)
+            ) from exc
+        with conn, _lock(conn, job, url):
+            heads = read_heads(conn, job.schema, job.version_table)
+            if outcome.before is None:
+                outcome.before = heads
+            outcome.after = heads
+            try:
+                run_alembic(
+                    alembic_config(job, conn),
+                    script,
+                    job.command,
+                    job.target,
+                    keep_going=watch.running if watch is not None else None,
+                )
+                if conn.in_transaction():  # an env.py that left its work open: it succeeded, keep it
+                    conn.commit()
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                outcome.after = read_heads(conn, job.schema, job.version_table)  # where it really stopped
+                raise
+            outcome.after = read_heads(conn, job.schema, job.version_table)
+            return outcome.result(RunStatus.SUCCEEDED)
+    finally:
+        engine.dispose()
 
 
 def _lock(conn: Connection, job: UnitJob, url: URL) -> AbstractContextManager[None]:

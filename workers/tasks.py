@@ -57,8 +57,9 @@ def register(app: Celery, settings: Settings) -> None:
                 result = run_unit(job)
             if not rt.run(rt.store.record_result(result, fenced=True)):
                 log.warning("run %s was settled by the reaper before this worker finished", run_id)
-        rt.run(runs.dispatch_more(rt.store, settings, rollout_id, send))
-        rt.run(rt.store.finish_if_done(rollout_id))
+        if not rt.run(runs.dispatch_more(rt.store, settings, rollout_id, send)):
+            # runs just sent are queued, so the rollout cannot be done: asking would cost two queries
+            rt.run(rt.store.finish_if_done(rollout_id))
         return "done" if job is not None else "duplicate"
 
     @app.task(name=REAP)  # type: ignore[untyped-decorator]

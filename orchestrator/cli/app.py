@@ -30,8 +30,7 @@ db_app = typer.Typer(help="The control database.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
-rollouts.register(app)
-service.register(app)
+app.registered_commands += rollouts.commands.registered_commands + service.commands.registered_commands
 
 RevArg = Annotated[
     str, typer.Argument(metavar="REV", help="Revision as Alembic takes it: head, base, +1, -1, an id.")

@@ -17,6 +17,8 @@ STATUS_STYLE = {
     "failed": "red",
     "running": "yellow",
     "queued": "cyan",
+    "halted": "yellow",
+    "cancelled": "yellow",
 }
 
 
@@ -82,6 +84,10 @@ def summary(report: Mapping[str, Any]) -> None:
         f"[bold]{report['state']}[/bold] ({parts})",
         highlight=False,
     )
+    if report.get("halt_reason"):
+        out.print(
+            f"[yellow]{report['state']}: {report['halt_reason']}[/yellow] — `tenantctl resume {report['id']}`"
+        )
     failed = [t for t in report["tenants"] if t["status"] == "failed"]
     if failed:
         table = Table("tenant", "at", "error class", "error", box=None, header_style="bold red")
@@ -95,16 +101,17 @@ def summary(report: Mapping[str, Any]) -> None:
 
 
 def status_table(report: Mapping[str, Any]) -> None:
-    table = Table("tenant", "status", "from", "to", "ms", "error", box=None, header_style="bold")
+    table = Table("tenant", "attempt", "status", "from", "to", "ms", "error", box=None, header_style="bold")
     for t in report["tenants"]:
         style = STATUS_STYLE.get(t["status"], "")
         table.add_row(
             t["tenant"],
+            str(t["attempt"]),
             f"[{style}]{t['status']}[/]",
             t["from_revision"] or "base",
             t["to_revision"] or ("base" if t["status"] in ("succeeded", "failed", "skipped") else ""),
             "" if t["duration_ms"] is None else str(t["duration_ms"]),
-            (t["error"] or "")[:120],
+            (t["error"] or t.get("note") or "")[:120],
         )
     out.print(table)
     summary(report)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from .. import coordinator
+from .. import coordinator, preview
 from ..controldb.store import Store
+from ..exceptions import UserError
 from ..executors import Executor, InProcessExecutor
-from ..models import Command, Selector
+from ..models import Command, ErrorClass, Policy, Selector
+from ..policy import parse_rate
 from ..settings import Settings
 from . import render
 from .common import (
@@ -44,6 +48,47 @@ NoWaitOpt = Annotated[
     typer.Option("--no-wait", help="Print the rollout id and return; workers carry it out (needs a broker)."),
 ]
 RolloutArg = Annotated[int, typer.Argument(metavar="ROLLOUT_ID")]
+CanaryOpt = Annotated[
+    int, typer.Option("--canary", min=0, help="Migrate this many tenants first; go on only if all succeed.")
+]
+CanaryTagOpt = Annotated[
+    str | None, typer.Option("--canary-tag", help="The canary is every selected tenant with this tag.")
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", min=0, help="After the canary, waves of this many tenants.")
+]
+MaxFailOpt = Annotated[
+    int | None, typer.Option("--max-failures", min=1, help="Halt once this many tenants failed.")
+]
+MaxRateOpt = Annotated[
+    str | None,
+    typer.Option("--max-failure-rate", help="Halt once this share of the tenants failed (5% or 0.05)."),
+]
+LockTimeoutOpt = Annotated[
+    float | None, typer.Option("--lock-timeout", min=0, help="Seconds [TENANTCTL_LOCK_TIMEOUT].")
+]
+StmtTimeoutOpt = Annotated[
+    float | None, typer.Option("--statement-timeout", min=0, help="Seconds [TENANTCTL_STATEMENT_TIMEOUT].")
+]
+TaskTimeoutOpt = Annotated[
+    float | None, typer.Option("--task-timeout", min=0, help="Seconds per tenant [TENANTCTL_TASK_TIMEOUT].")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan per tenant and touch nothing.")]
+SqlOpt = Annotated[
+    bool, typer.Option("--sql", help="Write the SQL per tenant plan to --out instead of running it.")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory for --sql files.")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutOptions:
+    parallel: int | None
+    as_json: bool
+    no_wait: bool
+    policy: Policy
+    dry_run: bool
+    sql: bool
+    out: Path | None
 
 
 def executor_for(cfg: Settings, environ: Mapping[str, str], parallel: int | None) -> Executor:
@@ -63,9 +108,86 @@ def _finish(report: Mapping[str, Any], as_json: bool) -> None:
     raise typer.Exit(coordinator.exit_code(str(report["state"])))
 
 
-def _rollout(
-    command: Command, revision: str, sel: Selector, parallel: int | None, as_json: bool, no_wait: bool
-) -> None:
+def _policy(
+    canary: int,
+    canary_tag: str | None,
+    batch_size: int,
+    max_failures: int | None,
+    max_failure_rate: str | None,
+    lock_timeout: float | None,
+    statement_timeout: float | None,
+    task_timeout: float | None,
+) -> Policy:
+    return Policy(
+        canary=canary,
+        canary_tag=canary_tag,
+        batch_size=batch_size,
+        max_failures=max_failures,
+        max_failure_rate=parse_rate(max_failure_rate) if max_failure_rate is not None else None,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        task_timeout=task_timeout,
+    )
+
+
+def _preview(command: Command, revision: str, sel: Selector, opts: RolloutOptions) -> None:
+    cfg = settings()
+    environ = dict(os.environ)
+    if opts.sql and opts.out is None:
+        raise UserError("--sql needs --out DIR")
+
+    async def go(store: Store) -> tuple[list[preview.PreviewRow], dict[str, str]]:
+        rows = await preview.preview(
+            cfg, store, command=command, revision=revision, selector=sel, environ=environ
+        )
+        resolved = await coordinator.resolve_selection(cfg, store, sel, environ)
+        return rows, resolved.urls
+
+    rows, urls = run(go, cfg=cfg)
+    groups = preview.group(rows)
+    if opts.sql:
+        assert opts.out is not None
+        index = preview.offline_sql(cfg, rows, urls, command, opts.out)
+        if opts.as_json:
+            print_json(index)
+        else:
+            for name, tenants in index["files"].items():
+                out.print(f"{opts.out / name}: {len(tenants)} tenant(s)", highlight=False)
+            for tenant, why in index["not_written"].items():
+                err.print(f"{tenant}: not written ({why})", highlight=False)
+        raise typer.Exit(1 if any(r.error for r in rows) else 0)
+    if opts.as_json:
+        print_json(
+            {
+                "command": command.value,
+                "target": revision,
+                "groups": groups,
+                "tenants": [
+                    {
+                        "tenant": r.tenant,
+                        "from_revision": r.step.from_revision,
+                        "to_revision": r.step.to_revision,
+                        "steps": r.step.steps,
+                        "error": r.error,
+                    }
+                    for r in rows
+                ],
+            }
+        )
+    else:
+        out.print(
+            f"dry run: {command.value} {revision} over {len(rows)} tenant(s); nothing was changed",
+            highlight=False,
+        )
+        for g in groups:
+            out.print(f"  {g['summary']}", highlight=False)
+    raise typer.Exit(1 if any(r.error for r in rows) else 0)
+
+
+def _rollout(command: Command, revision: str, sel: Selector, opts: RolloutOptions) -> None:
+    if opts.dry_run or opts.sql:
+        _preview(command, revision, sel, opts)
+    parallel, as_json, no_wait = opts.parallel, opts.as_json, opts.no_wait
     cfg = settings()
     environ = dict(os.environ)
     executor = executor_for(cfg, environ, parallel)
@@ -79,6 +201,7 @@ def _rollout(
                 revision=revision,
                 selector=sel,
                 parallel=parallel,
+                policy=opts.policy,
                 created_by=who(),
                 environ=environ,
                 observer=observer,
@@ -98,131 +221,298 @@ def _rollout(
     _finish(report, as_json)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def upgrade(
-        revision: RevArg,
-        tenant: TenantOpt = None,
-        tag: TagOpt = None,
-        group: GroupOpt = None,
-        exclude: ExcludeOpt = None,
-        parallel: ParallelOpt = None,
-        as_json: JsonOpt = False,
-        no_wait: NoWaitOpt = False,
-    ) -> None:
-        """Upgrade the selected tenants to REV. Exit 0 all succeeded, 1 some failed, 2 bad input, 3 refused"""
-        _rollout(Command.UPGRADE, revision, selector(tenant, tag, group, exclude), parallel, as_json, no_wait)
+commands = typer.Typer()
+"""Top-level commands, merged into the main app (see app.py)."""
 
-    @app.command()
-    def downgrade(
-        revision: RevArg,
-        tenant: TenantOpt = None,
-        tag: TagOpt = None,
-        group: GroupOpt = None,
-        exclude: ExcludeOpt = None,
-        parallel: ParallelOpt = None,
-        as_json: JsonOpt = False,
-        no_wait: NoWaitOpt = False,
-    ) -> None:
-        """Downgrade the selected tenants to REV (e.g. -1, base, an id)."""
-        _rollout(
-            Command.DOWNGRADE, revision, selector(tenant, tag, group, exclude), parallel, as_json, no_wait
-        )
 
-    @app.command()
-    def stamp(
-        revision: RevArg,
-        tenant: TenantOpt = None,
-        tag: TagOpt = None,
-        group: GroupOpt = None,
-        exclude: ExcludeOpt = None,
-        parallel: ParallelOpt = None,
-        as_json: JsonOpt = False,
-        no_wait: NoWaitOpt = False,
-    ) -> None:
-        """Set the selected tenants' version table to REV without running migrations."""
-        _rollout(Command.STAMP, revision, selector(tenant, tag, group, exclude), parallel, as_json, no_wait)
+@commands.command()
+def upgrade(
+    revision: RevArg,
+    tenant: TenantOpt = None,
+    tag: TagOpt = None,
+    group: GroupOpt = None,
+    exclude: ExcludeOpt = None,
+    parallel: ParallelOpt = None,
+    as_json: JsonOpt = False,
+    no_wait: NoWaitOpt = False,
+    canary: CanaryOpt = 0,
+    canary_tag: CanaryTagOpt = None,
+    batch_size: BatchOpt = 0,
+    max_failures: MaxFailOpt = None,
+    max_failure_rate: MaxRateOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StmtTimeoutOpt = None,
+    task_timeout: TaskTimeoutOpt = None,
+    dry_run: DryRunOpt = False,
+    sql: SqlOpt = False,
+    out_dir: OutOpt = None,
+) -> None:
+    """Upgrade the selected tenants to REV. Exit 0 all succeeded, 1 some failed, 2 bad input, 3 refused"""
+    policy = _policy(
+        canary,
+        canary_tag,
+        batch_size,
+        max_failures,
+        max_failure_rate,
+        lock_timeout,
+        statement_timeout,
+        task_timeout,
+    )
+    opts = RolloutOptions(
+        parallel=parallel,
+        as_json=as_json,
+        no_wait=no_wait,
+        policy=policy,
+        dry_run=dry_run,
+        sql=sql,
+        out=out_dir,
+    )
+    _rollout(Command.UPGRADE, revision, selector(tenant, tag, group, exclude), opts)
 
-    @app.command()
-    def retry(
-        rollout: RolloutArg,
-        tenant: TenantOpt = None,
-        tag: TagOpt = None,
-        group: GroupOpt = None,
-        exclude: ExcludeOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Run the failed and lost tenants of a rollout again, as new attempts of the same rollout."""
-        cfg = settings()
-        environ = dict(os.environ)
-        executor = executor_for(cfg, environ, None)
 
-        async def go(store: Store) -> dict[str, Any]:
-            with render.ProgressObserver(f"retry of {rollout}") as observer:
-                await coordinator.retry(
-                    cfg,
-                    store,
-                    rollout_id=rollout,
-                    selector=selector(tenant, tag, group, exclude),
-                    environ=environ,
-                    observer=observer,
-                    executor=executor,
-                )
-            return await coordinator.status(store, rollout)
+@commands.command()
+def downgrade(
+    revision: RevArg,
+    tenant: TenantOpt = None,
+    tag: TagOpt = None,
+    group: GroupOpt = None,
+    exclude: ExcludeOpt = None,
+    parallel: ParallelOpt = None,
+    as_json: JsonOpt = False,
+    no_wait: NoWaitOpt = False,
+    canary: CanaryOpt = 0,
+    canary_tag: CanaryTagOpt = None,
+    batch_size: BatchOpt = 0,
+    max_failures: MaxFailOpt = None,
+    max_failure_rate: MaxRateOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StmtTimeoutOpt = None,
+    task_timeout: TaskTimeoutOpt = None,
+    dry_run: DryRunOpt = False,
+    sql: SqlOpt = False,
+    out_dir: OutOpt = None,
+) -> None:
+    """Downgrade the selected tenants to REV (e.g. -1, base, an id)."""
+    policy = _policy(
+        canary,
+        canary_tag,
+        batch_size,
+        max_failures,
+        max_failure_rate,
+        lock_timeout,
+        statement_timeout,
+        task_timeout,
+    )
+    opts = RolloutOptions(
+        parallel=parallel,
+        as_json=as_json,
+        no_wait=no_wait,
+        policy=policy,
+        dry_run=dry_run,
+        sql=sql,
+        out=out_dir,
+    )
+    _rollout(Command.DOWNGRADE, revision, selector(tenant, tag, group, exclude), opts)
 
-        _finish(run(go, cfg=cfg), as_json)
 
-    @app.command()
-    def status(
-        rollout: Annotated[
-            int | None, typer.Argument(metavar="[ROLLOUT_ID]", help="Default: the latest rollout.")
-        ] = None,
-        follow: Annotated[
-            bool, typer.Option("--follow", "-f", help="Show progress until the rollout ends.")
-        ] = False,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Where every tenant of a rollout stands. Exit 1 if the rollout failed."""
-        cfg = settings()
+@commands.command()
+def stamp(
+    revision: RevArg,
+    tenant: TenantOpt = None,
+    tag: TagOpt = None,
+    group: GroupOpt = None,
+    exclude: ExcludeOpt = None,
+    parallel: ParallelOpt = None,
+    as_json: JsonOpt = False,
+    no_wait: NoWaitOpt = False,
+    canary: CanaryOpt = 0,
+    canary_tag: CanaryTagOpt = None,
+    batch_size: BatchOpt = 0,
+    max_failures: MaxFailOpt = None,
+    max_failure_rate: MaxRateOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StmtTimeoutOpt = None,
+    task_timeout: TaskTimeoutOpt = None,
+    dry_run: DryRunOpt = False,
+    sql: SqlOpt = False,
+    out_dir: OutOpt = None,
+) -> None:
+    """Set the selected tenants' version table to REV without running migrations."""
+    policy = _policy(
+        canary,
+        canary_tag,
+        batch_size,
+        max_failures,
+        max_failure_rate,
+        lock_timeout,
+        statement_timeout,
+        task_timeout,
+    )
+    opts = RolloutOptions(
+        parallel=parallel,
+        as_json=as_json,
+        no_wait=no_wait,
+        policy=policy,
+        dry_run=dry_run,
+        sql=sql,
+        out=out_dir,
+    )
+    _rollout(Command.STAMP, revision, selector(tenant, tag, group, exclude), opts)
 
-        async def go(store: Store) -> dict[str, Any]:
-            rollout_id = rollout
-            if follow:
-                with render.ProgressObserver("") as observer:
-                    rollout_id = await coordinator.follow(store, rollout, observer, cfg.poll_interval)
-                await store.finish_if_done(rollout_id)
-            return await coordinator.status(store, rollout_id)
 
-        report = run(go, cfg=cfg)
-        if as_json:
-            print_json(report)
-        else:
-            render.status_table(report)
-        raise typer.Exit(0 if report["state"] in ("succeeded", "running") else 1)
+@commands.command()
+def retry(
+    rollout: RolloutArg,
+    tenant: TenantOpt = None,
+    tag: TagOpt = None,
+    group: GroupOpt = None,
+    exclude: ExcludeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the failed and lost tenants of a rollout again, as new attempts of the same rollout."""
+    cfg = settings()
+    environ = dict(os.environ)
+    executor = executor_for(cfg, environ, None)
 
-    @app.command()
-    def current(
-        tenant: TenantOpt = None,
-        tag: TagOpt = None,
-        group: GroupOpt = None,
-        exclude: ExcludeOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Each selected tenant's live revision, read from its database. Exit 1 if any is unreachable."""
-        cfg = settings()
-        environ = dict(os.environ)
-        sel = selector(tenant, tag, group, exclude)
-        reads = run(lambda store: coordinator.current(cfg, store, sel, environ), cfg=cfg)
-        if as_json:
-            print_json(
-                [
-                    {"tenant": r.tenant_id, "revision": ",".join(r.heads) or None, "error": r.error}
-                    for r in reads
-                ]
+    async def go(store: Store) -> dict[str, Any]:
+        with render.ProgressObserver(f"retry of {rollout}") as observer:
+            await coordinator.retry(
+                cfg,
+                store,
+                rollout_id=rollout,
+                selector=selector(tenant, tag, group, exclude),
+                environ=environ,
+                observer=observer,
+                executor=executor,
             )
-        else:
-            table = Table("tenant", "revision", box=None, header_style="bold")
-            for r in reads:
-                table.add_row(r.tenant_id, r.describe() if r.ok else f"[red]{r.error}[/red]")
-            out.print(table)
-        raise typer.Exit(0 if all(r.ok for r in reads) else 1)
+        return await coordinator.status(store, rollout)
+
+    _finish(run(go, cfg=cfg), as_json)
+
+
+@commands.command()
+def status(
+    rollout: Annotated[
+        int | None, typer.Argument(metavar="[ROLLOUT_ID]", help="Default: the latest rollout.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Show progress until the rollout ends.")
+    ] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed tenants.")] = False,
+    error_class: Annotated[
+        ErrorClass | None, typer.Option("--error-class", help="Only failures of this class.")
+    ] = None,
+    attempts: Annotated[bool, typer.Option("--attempts", help="Every attempt, not only the latest.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where every tenant of a rollout stands. Exit 1 unless it succeeded or is running."""
+    cfg = settings()
+
+    async def go(store: Store) -> dict[str, Any]:
+        rollout_id = rollout
+        if follow:
+            with render.ProgressObserver("") as observer:
+                rollout_id = await coordinator.follow(store, rollout, observer, cfg.poll_interval)
+            await store.finish_if_done(rollout_id)
+        return await coordinator.status(store, rollout_id, attempts=attempts)
+
+    report = run(go, cfg=cfg)
+    if failed or error_class is not None:
+        report["tenants"] = [
+            t
+            for t in report["tenants"]
+            if t["status"] == "failed" and (error_class is None or t["error_class"] == error_class.value)
+        ]
+    if as_json:
+        print_json(report)
+    else:
+        render.status_table(report)
+    raise typer.Exit(0 if report["state"] in ("succeeded", "running") else 1)
+
+
+@commands.command()
+def cancel(rollout: RolloutArg) -> None:
+    """Cancel a rollout: tenants not started are not started; running ones stop after their current
+    migration. `resume` continues it."""
+    cfg = settings()
+    by = who()
+    run(lambda store: coordinator.cancel(cfg, store, rollout_id=rollout, by=by), cfg=cfg)
+    err.print(f"rollout {rollout} cancelled: tenants not started will not start; running ones stop soon")
+
+
+@commands.command()
+def resume(rollout: RolloutArg, as_json: JsonOpt = False, no_wait: NoWaitOpt = False) -> None:
+    """Continue a halted or cancelled rollout."""
+    cfg = settings()
+    environ = dict(os.environ)
+    executor = executor_for(cfg, environ, None)
+
+    async def go(store: Store) -> dict[str, Any]:
+        with render.ProgressObserver(f"resume of {rollout}", quiet=no_wait) as observer:
+            await coordinator.resume(
+                cfg,
+                store,
+                rollout_id=rollout,
+                environ=environ,
+                observer=observer,
+                executor=executor,
+                wait=not no_wait,
+            )
+        return await coordinator.status(store, rollout)
+
+    report = run(go, cfg=cfg)
+    if no_wait:
+        raise typer.Exit(0)
+    _finish(report, as_json)
+
+
+@commands.command("rollouts")
+def rollouts_(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="How many, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rollout history, newest first."""
+    rows = run(lambda store: coordinator.rollouts(store, limit), cfg=settings())
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(
+        "id", "command", "state", "created", "by", "counts", "halt reason", box=None, header_style="bold"
+    )
+    for r in rows:
+        counts = ", ".join(f"{n} {k}" for k, n in r["counts"].items() if n)
+        table.add_row(
+            str(r["id"]),
+            f"{r['command']} {r['target']}",
+            r["state"],
+            r["created_at"][:19],
+            r["created_by"],
+            counts,
+            r["halt_reason"] or "",
+        )
+    out.print(table)
+
+
+@commands.command()
+def current(
+    tenant: TenantOpt = None,
+    tag: TagOpt = None,
+    group: GroupOpt = None,
+    exclude: ExcludeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each selected tenant's live revision, read from its database. Exit 1 if any is unreachable."""
+    cfg = settings()
+    environ = dict(os.environ)
+    sel = selector(tenant, tag, group, exclude)
+    reads = run(lambda store: coordinator.current(cfg, store, sel, environ), cfg=cfg)
+    if as_json:
+        print_json(
+            [{"tenant": r.tenant_id, "revision": ",".join(r.heads) or None, "error": r.error} for r in reads]
+        )
+    else:
+        table = Table("tenant", "revision", box=None, header_style="bold")
+        for r in reads:
+            table.add_row(r.tenant_id, r.describe() if r.ok else f"[red]{r.error}[/red]")
+        out.print(table)
+    raise typer.Exit(0 if all(r.ok for r in reads) else 1)

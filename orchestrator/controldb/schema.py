@@ -40,6 +40,9 @@ rollouts = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("parallel", sa.Integer, nullable=False),
+    sa.Column("policy", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("halt_reason", sa.Text, nullable=True),
+    sa.Index(None, "state"),
 )
 
 tenant_runs = sa.Table(
@@ -63,6 +66,8 @@ tenant_runs = sa.Table(
     sa.Column("db_host", sa.String(255), nullable=False, server_default=""),
     sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("wave", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("rollout_id", "tenant_id", "attempt"),
     sa.Index(None, "rollout_id", "status"),
     sa.Index(None, "tenant_id", "id"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from ..exceptions import ControlDBError, DuplicateTenant, UnknownAudit, UnknownR
 from ..models import (
     Command,
     ErrorClass,
+    Policy,
     Rollout,
     RolloutState,
     RunStatus,
@@ -261,6 +262,8 @@ class Store:
         parallel: int,
         plan: Plan,
         hosts: Mapping[str, str],
+        policy: Policy | None = None,
+        waves: Mapping[str, int] | None = None,
     ) -> int:
         """Create a rollout and the first attempt at every planned tenant, in one transaction."""
         async with self._tx() as conn:
@@ -275,11 +278,12 @@ class Store:
                         created_at=utcnow(),
                         state=RolloutState.RUNNING.value,
                         parallel=parallel,
+                        policy=json.dumps(asdict(policy or Policy())),
                     )
                     .returning(rollouts.c.id)
                 )
             ).scalar_one()
-            await self._insert_runs(conn, int(rollout_id), plan, hosts, {})
+            await self._insert_runs(conn, int(rollout_id), plan, hosts, {}, waves or {})
         return int(rollout_id)
 
     async def add_attempts(self, rollout_id: int, plan: Plan, hosts: Mapping[str, str]) -> None:
@@ -288,16 +292,27 @@ class Store:
         async with self._tx() as conn:
             rows = (
                 await conn.execute(
-                    sa.select(tenant_runs.c.tenant_id, sa.func.max(tenant_runs.c.attempt))
+                    sa.select(
+                        tenant_runs.c.tenant_id,
+                        sa.func.max(tenant_runs.c.attempt),
+                        sa.func.min(tenant_runs.c.wave),
+                    )
                     .where(tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.tenant_id.in_(tenant_ids))
                     .group_by(tenant_runs.c.tenant_id)
                 )
             ).all()
-            await self._insert_runs(conn, rollout_id, plan, hosts, {t: int(n) + 1 for t, n in rows})
+            await self._insert_runs(
+                conn,
+                rollout_id,
+                plan,
+                hosts,
+                {t: int(n) + 1 for t, n, _ in rows},
+                {t: int(w) for t, _, w in rows},
+            )
             await conn.execute(
                 rollouts.update()
                 .where(rollouts.c.id == rollout_id)
-                .values(state=RolloutState.RUNNING.value, finished_at=None)
+                .values(state=RolloutState.RUNNING.value, finished_at=None, halt_reason=None)
             )
 
     @staticmethod
@@ -307,6 +322,7 @@ class Store:
         plan: Plan,
         hosts: Mapping[str, str],
         attempts: Mapping[str, int],
+        waves: Mapping[str, int],
     ) -> None:
         now = utcnow()
         done = {"started_at": now, "finished_at": now, "duration_ms": 0}
@@ -354,22 +370,23 @@ class Store:
                     **defaults,
                     **r,
                     "attempt": attempts.get(r["tenant_id"], 1),
+                    "wave": waves.get(r["tenant_id"], 1),
                     "db_host": hosts.get(r["tenant_id"], ""),
                 }
                 for r in rows
             ],
         )
 
-    async def queued_runs(self, rollout_id: int) -> list[tuple[int, str]]:
-        """(run id, tenant id) of every queued run of a rollout."""
+    async def queued_runs(self, rollout_id: int, wave: int | None = None) -> list[tuple[int, str]]:
+        """(run id, tenant id) of every queued run of a rollout (of one wave)."""
+        where = [tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status == RunStatus.QUEUED.value]
+        if wave is not None:
+            where.append(tenant_runs.c.wave == wave)
         async with self._tx() as conn:
             rows = (
                 await conn.execute(
                     sa.select(tenant_runs.c.id, tenant_runs.c.tenant_id)
-                    .where(
-                        tenant_runs.c.rollout_id == rollout_id,
-                        tenant_runs.c.status == RunStatus.QUEUED.value,
-                    )
+                    .where(*where)
                     .order_by(tenant_runs.c.tenant_id)
                 )
             ).all()
@@ -444,31 +461,41 @@ class Store:
                     error_message=result.error_message,
                     traceback=result.traceback,
                     lease_expires_at=None,
+                    retries=result.retries,
                 )
             )
         return written.rowcount == 1
 
-    async def finish_rollout(self, rollout_id: int) -> RolloutState:
-        """Close a rollout whose runs are all terminal: failed if any run failed."""
-        counts = await self.rollout_counts(rollout_id)
-        state = RolloutState.FAILED if counts.get(RunStatus.FAILED, 0) else RolloutState.SUCCEEDED
-        async with self._tx() as conn:
-            await conn.execute(
-                rollouts.update()
-                .where(rollouts.c.id == rollout_id)
-                .values(state=state.value, finished_at=utcnow())
-            )
-        return state
-
     async def finish_if_done(self, rollout_id: int) -> RolloutState | None:
-        """Close the rollout if nothing of it is queued or running; None while it goes on."""
+        """Close the rollout if none of its runs is queued or running.
+
+        Returns the final state when this call closed it (so exactly one caller notifies), else None.
+        The state: cancelled or halted if any run waits for ``resume``, failed if any failed, else succeeded.
+        """
         counts = await self.rollout_counts(rollout_id)
         if counts.get(RunStatus.QUEUED, 0) or counts.get(RunStatus.RUNNING, 0):
             return None
-        ro = await self.get_rollout(rollout_id)
-        if ro.state is not RolloutState.RUNNING:
-            return ro.state
-        return await self.finish_rollout(rollout_id)
+        if counts.get(RunStatus.CANCELLED, 0):
+            state = RolloutState.CANCELLED
+        elif counts.get(RunStatus.HALTED, 0):
+            state = RolloutState.HALTED
+        elif counts.get(RunStatus.FAILED, 0):
+            state = RolloutState.FAILED
+        else:
+            state = RolloutState.SUCCEEDED
+        async with self._tx() as conn:
+            closed = await conn.execute(
+                rollouts.update()
+                .where(
+                    rollouts.c.id == rollout_id,
+                    rollouts.c.finished_at.is_(None),
+                    rollouts.c.state.in_(
+                        [RolloutState.RUNNING.value, RolloutState.HALTED.value, RolloutState.CANCELLED.value]
+                    ),
+                )
+                .values(state=state.value, finished_at=utcnow())
+            )
+        return state if closed.rowcount == 1 else None
 
     async def running_rollouts(self) -> list[int]:
         async with self._tx() as conn:
@@ -481,7 +508,7 @@ class Store:
 
     # -- dispatch (Celery) ------------------------------------------------------------------------
     async def reserve_dispatch(
-        self, rollout_id: int, parallel: int, per_host: int, redispatch_after: float
+        self, rollout_id: int, parallel: int, per_host: int, redispatch_after: float, wave: int | None = None
     ) -> list[Dispatch]:
         """Choose the runs to send now and stamp them dispatched, in one serialised transaction.
 
@@ -528,6 +555,7 @@ class Store:
                         tenant_runs.c.rollout_id == rollout_id,
                         tenant_runs.c.status == RunStatus.QUEUED.value,
                         sa.or_(tenant_runs.c.dispatched_at.is_(None), tenant_runs.c.dispatched_at <= stale),
+                        *([tenant_runs.c.wave == wave] if wave is not None else []),
                     )
                     .order_by(tenant_runs.c.id)
                     .limit(max(room * 4, room + 100))
@@ -642,6 +670,8 @@ class Store:
             finished_at=_aware(row.finished_at),
             state=RolloutState(row.state),
             parallel=int(row.parallel),
+            policy=Policy(**json.loads(row.policy or "{}")),
+            halt_reason=row.halt_reason,
         )
 
     async def get_rollout(self, rollout_id: int | None = None) -> Rollout:
@@ -685,6 +715,88 @@ class Store:
             rows = (await conn.execute(query)).all()
         return [self._run(r) for r in rows]
 
+    async def wave_statuses(self, rollout_id: int) -> list[tuple[int, RunStatus]]:
+        """(wave, status) of each tenant's latest attempt: what the policy decides on."""
+        latest = self._latest_runs(rollout_id).subquery()
+        async with self._tx() as conn:
+            rows = (await conn.execute(sa.select(latest.c.wave, latest.c.status))).all()
+        return [(int(w), RunStatus(st)) for w, st in rows]
+
+    async def halt(self, rollout_id: int, reason: str, state: RolloutState = RolloutState.HALTED) -> bool:
+        """Stop a rollout: every run not yet started becomes ``halted`` (or ``cancelled``); runs already
+        running finish their current migration. The reason is kept with the rollout."""
+        run_status = RunStatus.CANCELLED if state is RolloutState.CANCELLED else RunStatus.HALTED
+        from_states = [RolloutState.RUNNING.value] + (
+            [RolloutState.HALTED.value] if state is RolloutState.CANCELLED else []
+        )
+        async with self._tx() as conn:
+            changed = await conn.execute(
+                rollouts.update()
+                .where(rollouts.c.id == rollout_id, rollouts.c.state.in_(from_states))
+                .values(state=state.value, halt_reason=reason)
+            )
+            if changed.rowcount != 1:
+                return False
+            await conn.execute(
+                tenant_runs.update()
+                .where(
+                    tenant_runs.c.rollout_id == rollout_id,
+                    tenant_runs.c.status.in_([RunStatus.QUEUED.value, RunStatus.HALTED.value]),
+                )
+                .values(status=run_status.value, error_message=reason, dispatched_at=None)
+            )
+        return True
+
+    async def resume(self, rollout_id: int) -> int:
+        """Re-queue a halted or cancelled rollout's runs that never started; returns how many."""
+        async with self._tx() as conn:
+            changed = await conn.execute(
+                rollouts.update()
+                .where(
+                    rollouts.c.id == rollout_id,
+                    rollouts.c.state.in_([RolloutState.HALTED.value, RolloutState.CANCELLED.value]),
+                )
+                .values(state=RolloutState.RUNNING.value, halt_reason=None, finished_at=None)
+            )
+            if changed.rowcount != 1:
+                return -1
+            result = await conn.execute(
+                tenant_runs.update()
+                .where(
+                    tenant_runs.c.rollout_id == rollout_id,
+                    tenant_runs.c.status.in_([RunStatus.HALTED.value, RunStatus.CANCELLED.value]),
+                    tenant_runs.c.started_at.is_(None),
+                )
+                .values(status=RunStatus.QUEUED.value, error_message=None, dispatched_at=None)
+            )
+        return int(result.rowcount)
+
+    async def stopped_midway(self, rollout_id: int) -> list[TenantRun]:
+        """Latest attempts cancelled or halted after they had started (stopped between migrations)."""
+        return [
+            r
+            for r in await self.rollout_runs(rollout_id)
+            if r.status in (RunStatus.CANCELLED, RunStatus.HALTED) and r.started_at is not None
+        ]
+
+    async def list_rollouts(self, limit: int) -> list[tuple[Rollout, dict[RunStatus, int]]]:
+        """The newest rollouts with their counts by status (latest attempts)."""
+        async with self._tx() as conn:
+            rows = (await conn.execute(sa.select(rollouts).order_by(rollouts.c.id.desc()).limit(limit))).all()
+        return [(self._rollout(r), await self.rollout_counts(int(r.id))) for r in rows]
+
+    async def rollout_attempts(self, rollout_id: int) -> list[TenantRun]:
+        """Every attempt at every tenant of a rollout, by tenant then attempt."""
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(tenant_runs)
+                    .where(tenant_runs.c.rollout_id == rollout_id)
+                    .order_by(tenant_runs.c.tenant_id, tenant_runs.c.attempt)
+                )
+            ).all()
+        return [self._run(r) for r in rows]
+
     async def tenant_history(self, tenant_id: str) -> list[TenantRun]:
         """Every attempt at a tenant, oldest first."""
         async with self._tx() as conn:
@@ -718,6 +830,8 @@ class Store:
             db_host=r.db_host,
             dispatched_at=_aware(r.dispatched_at),
             lease_expires_at=_aware(r.lease_expires_at),
+            wave=int(r.wave),
+            retries=int(r.retries),
         )
 
     # -- audits (issue 5) --

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -342,3 +343,41 @@ def test_control_db_history_matches_its_tables(control_url: str) -> None:
             assert compare_metadata(context, control_metadata) == []
     finally:
         engine.dispose()
+
+
+def test_embedded_sqlite_audit_and_the_nightly_entry_point(tmp_path: Path) -> None:
+    """SQLite control DB and SQLite tenants: the audit works without any server, never creates a
+    missing tenant file, and `auditor.nightly` is one synchronous call that stores an audit."""
+    from orchestrator import auditor
+    from orchestrator.audit import AuditKind
+    from orchestrator.models import Command
+
+    h = Harness(f"sqlite:///{tmp_path / 'control.db'}", MIGRATIONS_INI, tmp_path)
+    h.with_store(lambda s: s.migrate())
+    good, extra, absent = tmp_path / "good.db", tmp_path / "extra.db", tmp_path / "absent.db"
+    h.register("good", f"sqlite:///{good}")
+    h.register("extra", f"sqlite:///{extra}")
+    assert h.rollout(Command.UPGRADE, "head")["counts"]["succeeded"] == 2
+    h.register("absent", f"sqlite:///{absent}")
+    with sqlite3.connect(extra) as conn:
+        conn.execute("ALTER TABLE accounts ADD COLUMN nickname TEXT")
+    before = {p: p.read_bytes() for p in (good, extra)}
+
+    code, report = run_json(h, "--schema")
+    assert code == 1
+    tenants = by_tenant(report)
+    assert {t: f["state"] for t, f in tenants.items()} == {
+        "absent": "no_version_table",
+        "extra": "at_head",
+        "good": "at_head",
+    }
+    assert tenants["extra"]["differences"] == ["has extra column accounts.nickname"]
+    assert tenants["good"]["differences"] == []
+    assert tenants["absent"]["hint"] == "tenantctl upgrade head --tenant absent"
+    assert not absent.exists()
+    assert {p: p.read_bytes() for p in (good, extra)} == before
+
+    nightly = auditor.nightly(h.settings(), {}, kind=AuditKind.SCHEMA)
+    assert nightly["id"] == report["id"] + 1 and nightly["drift"] == 2
+    assert nightly["changes"] == {"previous": report["id"], "new_drift": [], "resolved": []}
+    assert json.loads(h.cli("audit", "show", "--json").stdout)["id"] == nightly["id"]

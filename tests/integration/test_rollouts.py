@@ -50,7 +50,15 @@ def test_database_per_tenant_upgrade_downgrade_stamp(
     again = harness.rollout(Command.STAMP, "head", Selector(tags=("odd",)))
     assert again["counts"]["succeeded"] == 11
     final = harness.rollout(Command.UPGRADE, "head")
-    assert final["counts"] == {"queued": 0, "running": 0, "succeeded": 11, "failed": 0, "skipped": 11}
+    assert final["counts"] == {
+        "queued": 0,
+        "running": 0,
+        "succeeded": 11,
+        "failed": 0,
+        "skipped": 11,
+        "halted": 0,
+        "cancelled": 0,
+    }
     skipped = [t for t in final["tenants"] if t["status"] == "skipped"]
     assert {(t["error"], t["note"]) for t in skipped} == {(None, "already at target")}
     _agree(harness, final, where)

@@ -63,6 +63,7 @@ def test_several_heads_count_as_one_position() -> None:
     assert classify(FORK, "t", version_table=True, rows=("x1", "c2")).state is State.AT_HEAD
     one_branch = classify(FORK, "t", version_table=True, rows=("c2",))
     assert (one_branch.state, one_branch.missing) == (State.BEHIND, ("x1",))
+    assert one_branch.hint == "tenantctl upgrade heads --tenant t"  # tenantctl refuses `head` here
     both_behind = classify(FORK, "t", version_table=True, rows=("c1", "x1"))
     assert (both_behind.state, both_behind.behind_by, both_behind.missing) == (State.BEHIND, 1, ("c2",))
     before_fork = classify(FORK, "t", version_table=True, rows=("b",))

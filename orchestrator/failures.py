@@ -1,0 +1,69 @@
+"""Classifying failures, and the backoff of transient ones: pure functions, unit-tested without servers.
+
+Transient (retried within the attempt): lock timeout (SQLSTATE 55P03), deadlock (40P01), serialization
+failure (40001), and a connection that failed before the migration started. A failure in the
+migration's own SQL is never retried.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy.exc import DBAPIError
+
+from .exceptions import ConfigurationError, TenantLockTimeout, TenantUnreachable
+from .models import ErrorClass
+
+TRANSIENT_SQLSTATES = {"55P03": "lock timeout", "40P01": "deadlock", "40001": "serialization failure"}
+TIMEOUT_SQLSTATES = {"57014"}  # query_canceled: statement_timeout
+
+
+class UnitTimeout(Exception):
+    """The tenant's migration ran past its task timeout."""
+
+
+class Stopped(Exception):
+    """The rollout was halted or cancelled between two migrations."""
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError):
+            code = getattr(current.orig, "sqlstate", None)
+            if code:
+                return str(code)
+        code = getattr(current, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def classify(exc: BaseException) -> ErrorClass:
+    if isinstance(exc, TenantLockTimeout):
+        return ErrorClass.LOCK_TIMEOUT
+    if isinstance(exc, TenantUnreachable):
+        return ErrorClass.UNREACHABLE
+    if isinstance(exc, ConfigurationError):
+        return ErrorClass.INVALID_CONFIG
+    if isinstance(exc, UnitTimeout) or exc.__class__.__name__ == "SoftTimeLimitExceeded":
+        return ErrorClass.TIMEOUT
+    code = sqlstate(exc)
+    if code in TRANSIENT_SQLSTATES:
+        return ErrorClass.TRANSIENT
+    if code in TIMEOUT_SQLSTATES:
+        return ErrorClass.TIMEOUT
+    return ErrorClass.MIGRATION_ERROR
+
+
+def is_transient(cls: ErrorClass) -> bool:
+    return cls in (ErrorClass.TRANSIENT, ErrorClass.UNREACHABLE)
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Seconds before retry ``attempt`` (1-based): exponential, capped, with full jitter in [½, 1]."""
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return float(ceiling * (0.5 + 0.5 * (rng or random).random()))
