@@ -40,6 +40,24 @@ def rollout_message(report: Mapping[str, Any], halt_reason: str | None = None) -
     }
 
 
+def drift_message(report: Mapping[str, Any]) -> dict[str, Any]:
+    """New drift found by an audit: one line per group, the first tenants named."""
+    new = list(report["changes"]["new_drift"])
+    lines = [
+        f"tenantctl {report['kind']} audit {report['id']}: {len(new)} tenant(s) drifted since the last audit"
+        f" ({report['drift']} drifting in all)",
+    ]
+    lines += [f"• {g['summary']}" for g in report.get("groups", [])[: FIRST_FAILURES * 2]]
+    return {
+        "text": "\n".join(lines),
+        "audit": report["id"],
+        "kind": report["kind"],
+        "drift": report["drift"],
+        "new_drift": new,
+        "resolved": list(report["changes"]["resolved"]),
+    }
+
+
 def _post(url: str, body: dict[str, Any], timeout: float) -> None:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"

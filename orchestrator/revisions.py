@@ -78,17 +78,16 @@ async def _read_pg(probe: Probe, version_table: str, timeout: float) -> Revision
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         return _unreachable(probe, exc)
     try:
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
-        if not exists:
-            return RevisionRead(tenant_id=probe.tenant_id)
+        # one query, no existence check first: half the round trips of a no-op rollout's reads
         rows = await conn.fetch(f"SELECT version_num FROM {table}")
-        return RevisionRead(
-            tenant_id=probe.tenant_id, heads=tuple(sorted(r[0] for r in rows)), version_table=True
-        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return RevisionRead(tenant_id=probe.tenant_id)  # no version table (or no schema): at base
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         return _unreachable(probe, exc)
     finally:
         await conn.close(timeout=timeout)
+    heads = tuple(sorted(r[0] for r in rows))
+    return RevisionRead(tenant_id=probe.tenant_id, heads=heads, version_table=True)
 
 
 def _read_sqlite(probe: Probe, version_table: str, timeout: float) -> RevisionRead:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         default="0 3 * * *",
         description="When the nightly drift audit runs (cron: minute hour day month weekday).",
     )
+    audit_schema_nightly: bool = Field(
+        default=False, description="Also run the (heavier) schema audit nightly."
+    )
     schema_metadata: str | None = Field(
         default=None,
         description="The models' MetaData for `audit --schema`, as module:attribute "

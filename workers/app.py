@@ -17,12 +17,33 @@ Choices made for long migrations, and why:
 from __future__ import annotations
 
 from celery import Celery
+from celery.schedules import crontab
 
 from orchestrator.exceptions import ConfigurationError
 from orchestrator.settings import Settings
 
 MIGRATE = "tenantctl.migrate"
 REAP = "tenantctl.reap"
+
+
+def cron(expression: str) -> crontab:
+    """``TENANTCTL_AUDIT_CRON`` (minute hour day-of-month month day-of-week) as a Celery crontab."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ConfigurationError(
+            f"invalid TENANTCTL_AUDIT_CRON {expression!r}: want 5 fields, e.g. '0 3 * * *'"
+        )
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    try:
+        return crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+            day_of_week=day_of_week,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid TENANTCTL_AUDIT_CRON {expression!r}: {exc}") from None
 
 
 def make_app(settings: Settings) -> Celery:
@@ -40,7 +61,8 @@ def make_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
-        task_routes={MIGRATE: {"queue": settings.queue}, REAP: {"queue": settings.queue}},
+        task_default_exchange=settings.queue,
+        task_default_routing_key=settings.queue,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=hard,
         broker_transport_options={"visibility_timeout": int(hard * 2 + 600)},
@@ -51,6 +73,10 @@ def make_app(settings: Settings) -> Celery:
         enable_utc=True,
         beat_schedule={
             "tenantctl-reap": {"task": REAP, "schedule": settings.reap_interval, "options": {"expires": 60}},
+            "tenantctl-nightly-audit": {
+                "task": "tenantctl.nightly_audit",
+                "schedule": cron(settings.audit_cron),
+            },
         },
     )
     from . import tasks

@@ -16,6 +16,7 @@ from orchestrator.dispatch import Dispatch
 from orchestrator.settings import Settings
 from orchestrator.unit import run_unit, worker_id
 
+from . import audits
 from .runtime import runtime
 
 log = logging.getLogger("tenantctl.worker")
@@ -66,3 +67,13 @@ def register(app: Celery, settings: Settings) -> None:
     def reap() -> int:
         rt = runtime(settings)
         return len(rt.run(reaper.reap(rt.store, settings, os.environ, send)))
+
+    @app.task(name=audits.SCHEMA_CHECK)  # type: ignore[untyped-decorator]
+    def schema_check(token: str, tenant_id: str, reference: str) -> str:
+        rt = runtime(settings)
+        rt.run(audits.check_tenant(rt.store, settings, os.environ, token, tenant_id, reference))
+        return "checked"
+
+    @app.task(name=audits.NIGHTLY_AUDIT)  # type: ignore[untyped-decorator]
+    def nightly_audit() -> dict[str, object]:
+        return audits.nightly(settings, os.environ)

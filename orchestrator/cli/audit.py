@@ -15,6 +15,8 @@ from rich.markup import escape
 
 from .. import auditor
 from ..audit import AuditKind
+from ..controldb.store import Store
+from ..schema_audit import SchemaRunner
 from .common import (
     ExcludeOpt,
     GroupOpt,
@@ -64,13 +66,20 @@ def audit(
     environ = dict(os.environ)
     sel = selector(tenant, tag, group, exclude)
     kind = AuditKind.SCHEMA if schema else AuditKind.REVISION
-    report = run(
-        lambda store: auditor.run_audit(
-            cfg, store, kind=kind, selector=sel, created_by=who(), environ=environ
-        ),
-        cfg=cfg,
-    )
-    _emit(report, as_json)
+    by = who()
+
+    async def go(store: Store) -> dict[str, Any]:
+        runner: SchemaRunner | None = None
+        if schema and cfg.broker_url is not None:  # heavy: on the workers when there are workers
+            from workers.app import make_app
+            from workers.audits import CelerySchemaRunner
+
+            runner = CelerySchemaRunner(cfg, make_app(cfg), store)
+        return await auditor.run_audit(
+            cfg, store, kind=kind, selector=sel, created_by=by, environ=environ, schema_runner=runner
+        )
+
+    _emit(run(go, cfg=cfg), as_json)
 
 
 @app.command("show")

@@ -102,3 +102,12 @@ audit_findings = sa.Table(
     sa.Index(None, "audit_id", "state"),
     sa.Index(None, "tenant_id", "audit_id"),
 )
+
+schema_checks = sa.Table(
+    "schema_checks",
+    metadata,
+    sa.Column("token", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -41,7 +41,7 @@ from ..models import (
 )
 from ..planning import Plan
 from ..secrets import mask_text
-from .schema import audit_findings, audits, rollouts, tenant_runs, tenants
+from .schema import audit_findings, audits, rollouts, schema_checks, tenant_runs, tenants
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "tenantctl_version"
@@ -937,3 +937,31 @@ class Store:
             )
             for r in rows
         ]
+
+    # -- schema checks handed back by workers --------------------------------------------------------
+    async def put_schema_check(self, token: str, tenant_id: str, result: str) -> None:
+        """A worker's schema comparison of one tenant; a redelivered task's second answer is ignored."""
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    schema_checks.insert().values(
+                        token=token, tenant_id=tenant_id, result=result, created_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            pass
+
+    async def schema_checks(self, token: str) -> dict[str, str]:
+        async with self._tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(schema_checks.c.tenant_id, schema_checks.c.result).where(
+                        schema_checks.c.token == token
+                    )
+                )
+            ).all()
+        return {str(t): str(r) for t, r in rows}
+
+    async def drop_schema_checks(self, token: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(schema_checks.delete().where(schema_checks.c.token == token))

@@ -222,3 +222,65 @@ def test_two_coordinators_at_once(celery_harness: Harness, tenant_dbs: Callable[
             r for rep in reports for t in rep["tenants"] if t["tenant"] == f"t{i:02d}" for r in t["applied"]
         ]
         assert sorted(applied) == ["s001", "s002", "s003"], f"t{i:02d} migrated more than once"
+
+
+def test_schema_audit_on_workers_and_nightly_drift_webhook(
+    celery_harness: Harness, tenant_dbs: Callable[[int], list[str]], webhook: Any
+) -> None:
+    import psycopg
+
+    from orchestrator.models import Command
+    from workers.app import make_app
+
+    h = celery_harness
+    hook_url, received = webhook
+    h.extra_env["TENANTCTL_WEBHOOK_URL"] = hook_url
+    urls = tenant_dbs(3)
+    _register(h, urls)
+    assert h.rollout(Command.UPGRADE, "head")["state"] == "succeeded"
+    with psycopg.connect(urls[1], autocommit=True) as conn:
+        conn.execute("DROP INDEX ix_invoices_status")
+    worker = h.start_worker(concurrency=2)
+
+    result = h.cli("audit", "--schema", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert any("ix_invoices_status" in g["summary"] for g in report["groups"]), report["groups"]
+    wait_for(lambda: worker.text().count("tenantctl.schema_check") >= 3, 30, "schema checks on the worker")
+
+    before = h.with_store(lambda s: s.get_audit(None))
+    make_app(h.settings()).send_task("tenantctl.nightly_audit", queue=h.queue)
+    wait_for(lambda: h.with_store(lambda s: s.get_audit(None)).id != before.id, 60, "the nightly audit")
+    with psycopg.connect(urls[2], autocommit=True) as conn:
+        conn.execute("DELETE FROM alembic_version")
+    make_app(h.settings()).send_task("tenantctl.nightly_audit", queue=h.queue)
+    hook = wait_for(lambda: [r for r in received if "audit" in r], 60, "the drift webhook")
+    assert hook[-1]["new_drift"] == ["t02"] and hook[-1]["kind"] == "revision"  # type: ignore[index]
+
+
+def test_failure_budget_retry_and_resume_through_workers(
+    celery_harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    import psycopg
+
+    h = celery_harness
+    h.alembic_ini = FIXTURE_ENVS / "failing" / "alembic.ini"
+    urls = tenant_dbs(6)
+    _register(h, urls)
+    for url in urls[:2]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE poison (id int)")
+    h.start_worker(concurrency=1)
+    halted = h.cli("upgrade", "head", "--parallel", "1", "--max-failures", "2", "--json")
+    assert halted.returncode == 1, halted.stderr
+    report = json.loads(halted.stdout)
+    assert report["state"] == "halted" and report["counts"]["halted"] == 4, report["counts"]
+    assert [tenant_revision(u) for u in urls[2:]] == [None] * 4
+    for url in urls[:2]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE poison")
+    assert h.cli("retry", str(report["id"])).returncode == 1  # still halted: the rest waits for resume
+    resumed = h.cli("resume", str(report["id"]), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["counts"]["succeeded"] == 6
+    assert [tenant_revision(u) for u in urls] == ["f003"] * 6
