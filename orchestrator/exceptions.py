@@ -11,13 +11,13 @@
     │   ├── ImportFileError         a tenant file that cannot be read; carries its line
     │   ├── UnknownRevision         a revision spec the scripts cannot resolve
     │   ├── UnknownRollout          a rollout id that does not exist
+    │   ├── UnknownAudit            an audit id that does not exist
     │   └── ConfigurationError      settings, secret key or alembic.ini not usable
     ├── PreflightRefused            (exit 3) the rollout would be unsafe, e.g. several heads
     ├── ControlDBError              the control database cannot be reached or is not migrated
     └── TenantError                 one tenant's unit of work failed (recorded, never fatal to a rollout)
         ├── TenantUnreachable       connecting to the tenant failed within the connect timeout
-        ├── TenantLockTimeout       another runner held the tenant's advisory lock past the deadline
-        └── MigrationFailed         the Alembic command raised; the tenant stays at its last good revision
+        └── TenantLockTimeout       another runner held the tenant's advisory lock past the deadline
 
 Messages never hold a password: callers pass masked URLs and scrubbed text.
 """
@@ -127,14 +127,6 @@ class TenantUnreachable(TenantError):
 
 class TenantLockTimeout(TenantError):
     """Another runner held the tenant's migration lock until the deadline."""
-
-
-class MigrationFailed(TenantError):
-    """The Alembic command failed for this tenant."""
-
-    def __init__(self, tenant: str, revision: str | None, message: str) -> None:
-        self.revision = revision
-        super().__init__(tenant, message)
 
 
 class UnknownAudit(UserError):

@@ -36,3 +36,16 @@ def test_no_secret_is_committed() -> None:
     assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text().split()
     example = (ROOT / ".env.example").read_text()
     assert "TENANTCTL_SECRET_KEY=\n" in example
+
+
+def test_audit_cron_parses_and_rejects() -> None:
+    import pytest
+
+    from orchestrator.exceptions import ConfigurationError
+    from workers.app import cron
+
+    schedule = cron("15 2 * * 1-5")
+    assert schedule.hour == {2} and schedule.minute == {15} and schedule.day_of_week == {1, 2, 3, 4, 5}
+    for bad in ("0 3 * *", "99 3 * * *", "nightly"):
+        with pytest.raises(ConfigurationError, match="TENANTCTL_AUDIT_CRON"):
+            cron(bad)
