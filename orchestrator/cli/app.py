@@ -32,16 +32,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.registered_commands += rollouts.commands.registered_commands + service.commands.registered_commands
 
-RevArg = Annotated[
-    str, typer.Argument(metavar="REV", help="Revision as Alembic takes it: head, base, +1, -1, an id.")
-]
-ParallelOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--parallel", "-p", min=1, max=512, help="Tenants at once [default: TENANTCTL_PARALLELISM]."
-    ),
-]
-
 
 @app.callback()
 def _root(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +40,7 @@ RevArg = Annotated[
 ParallelOpt = Annotated[
     int | None,
     typer.Option(
-        "--parallel", "-p", min=1, max=512, help="Tenants at once [default: TENANTCTL_PARALLELISM]."
+        "--parallel", "-p", min=1, max=512, help="Tenants at once (default: TENANTCTL_PARALLELISM)."
     ),
 ]
 NoWaitOpt = Annotated[
@@ -65,13 +65,15 @@ MaxRateOpt = Annotated[
     typer.Option("--max-failure-rate", help="Halt once this share of the tenants failed (5% or 0.05)."),
 ]
 LockTimeoutOpt = Annotated[
-    float | None, typer.Option("--lock-timeout", min=0, help="Seconds [TENANTCTL_LOCK_TIMEOUT].")
+    float | None, typer.Option("--lock-timeout", min=0, help="Seconds (default: TENANTCTL_LOCK_TIMEOUT).")
 ]
 StmtTimeoutOpt = Annotated[
-    float | None, typer.Option("--statement-timeout", min=0, help="Seconds [TENANTCTL_STATEMENT_TIMEOUT].")
+    float | None,
+    typer.Option("--statement-timeout", min=0, help="Seconds (default: TENANTCTL_STATEMENT_TIMEOUT)."),
 ]
 TaskTimeoutOpt = Annotated[
-    float | None, typer.Option("--task-timeout", min=0, help="Seconds per tenant [TENANTCTL_TASK_TIMEOUT].")
+    float | None,
+    typer.Option("--task-timeout", min=0, help="Seconds per tenant (default: TENANTCTL_TASK_TIMEOUT)."),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan per tenant and touch nothing.")]
 SqlOpt = Annotated[
@@ -106,28 +108,6 @@ def _finish(report: Mapping[str, Any], as_json: bool) -> None:
     else:
         render.summary(report)
     raise typer.Exit(coordinator.exit_code(str(report["state"])))
-
-
-def _policy(
-    canary: int,
-    canary_tag: str | None,
-    batch_size: int,
-    max_failures: int | None,
-    max_failure_rate: str | None,
-    lock_timeout: float | None,
-    statement_timeout: float | None,
-    task_timeout: float | None,
-) -> Policy:
-    return Policy(
-        canary=canary,
-        canary_tag=canary_tag,
-        batch_size=batch_size,
-        max_failures=max_failures,
-        max_failure_rate=parse_rate(max_failure_rate) if max_failure_rate is not None else None,
-        lock_timeout=lock_timeout,
-        statement_timeout=statement_timeout,
-        task_timeout=task_timeout,
-    )
 
 
 def _preview(command: Command, revision: str, sel: Selector, opts: RolloutOptions) -> None:
@@ -225,139 +205,64 @@ commands = typer.Typer()
 """Top-level commands, merged into the main app (see app.py)."""
 
 
-@commands.command()
-def upgrade(
-    revision: RevArg,
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    parallel: ParallelOpt = None,
-    as_json: JsonOpt = False,
-    no_wait: NoWaitOpt = False,
-    canary: CanaryOpt = 0,
-    canary_tag: CanaryTagOpt = None,
-    batch_size: BatchOpt = 0,
-    max_failures: MaxFailOpt = None,
-    max_failure_rate: MaxRateOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    statement_timeout: StmtTimeoutOpt = None,
-    task_timeout: TaskTimeoutOpt = None,
-    dry_run: DryRunOpt = False,
-    sql: SqlOpt = False,
-    out_dir: OutOpt = None,
-) -> None:
-    """Upgrade the selected tenants to REV. Exit 0 all succeeded, 1 some failed, 2 bad input, 3 refused"""
-    policy = _policy(
-        canary,
-        canary_tag,
-        batch_size,
-        max_failures,
-        max_failure_rate,
-        lock_timeout,
-        statement_timeout,
-        task_timeout,
-    )
-    opts = RolloutOptions(
-        parallel=parallel,
-        as_json=as_json,
-        no_wait=no_wait,
-        policy=policy,
-        dry_run=dry_run,
-        sql=sql,
-        out=out_dir,
-    )
-    _rollout(Command.UPGRADE, revision, selector(tenant, tag, group, exclude), opts)
+def _verb(command: Command, doc: str) -> Callable[..., None]:
+    """One rollout command (upgrade, downgrade, stamp): the same options, the same behaviour."""
+
+    def verb(
+        revision: RevArg,
+        tenant: TenantOpt = None,
+        tag: TagOpt = None,
+        group: GroupOpt = None,
+        exclude: ExcludeOpt = None,
+        parallel: ParallelOpt = None,
+        as_json: JsonOpt = False,
+        no_wait: NoWaitOpt = False,
+        canary: CanaryOpt = 0,
+        canary_tag: CanaryTagOpt = None,
+        batch_size: BatchOpt = 0,
+        max_failures: MaxFailOpt = None,
+        max_failure_rate: MaxRateOpt = None,
+        lock_timeout: LockTimeoutOpt = None,
+        statement_timeout: StmtTimeoutOpt = None,
+        task_timeout: TaskTimeoutOpt = None,
+        dry_run: DryRunOpt = False,
+        sql: SqlOpt = False,
+        out_dir: OutOpt = None,
+    ) -> None:
+        policy = Policy(
+            canary=canary,
+            canary_tag=canary_tag,
+            batch_size=batch_size,
+            max_failures=max_failures,
+            max_failure_rate=parse_rate(max_failure_rate) if max_failure_rate is not None else None,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+            task_timeout=task_timeout,
+        )
+        opts = RolloutOptions(
+            parallel=parallel,
+            as_json=as_json,
+            no_wait=no_wait,
+            policy=policy,
+            dry_run=dry_run,
+            sql=sql,
+            out=out_dir,
+        )
+        _rollout(command, revision, selector(tenant, tag, group, exclude), opts)
+
+    verb.__doc__ = doc
+    return verb
 
 
-@commands.command()
-def downgrade(
-    revision: RevArg,
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    parallel: ParallelOpt = None,
-    as_json: JsonOpt = False,
-    no_wait: NoWaitOpt = False,
-    canary: CanaryOpt = 0,
-    canary_tag: CanaryTagOpt = None,
-    batch_size: BatchOpt = 0,
-    max_failures: MaxFailOpt = None,
-    max_failure_rate: MaxRateOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    statement_timeout: StmtTimeoutOpt = None,
-    task_timeout: TaskTimeoutOpt = None,
-    dry_run: DryRunOpt = False,
-    sql: SqlOpt = False,
-    out_dir: OutOpt = None,
-) -> None:
-    """Downgrade the selected tenants to REV (e.g. -1, base, an id)."""
-    policy = _policy(
-        canary,
-        canary_tag,
-        batch_size,
-        max_failures,
-        max_failure_rate,
-        lock_timeout,
-        statement_timeout,
-        task_timeout,
-    )
-    opts = RolloutOptions(
-        parallel=parallel,
-        as_json=as_json,
-        no_wait=no_wait,
-        policy=policy,
-        dry_run=dry_run,
-        sql=sql,
-        out=out_dir,
-    )
-    _rollout(Command.DOWNGRADE, revision, selector(tenant, tag, group, exclude), opts)
-
-
-@commands.command()
-def stamp(
-    revision: RevArg,
-    tenant: TenantOpt = None,
-    tag: TagOpt = None,
-    group: GroupOpt = None,
-    exclude: ExcludeOpt = None,
-    parallel: ParallelOpt = None,
-    as_json: JsonOpt = False,
-    no_wait: NoWaitOpt = False,
-    canary: CanaryOpt = 0,
-    canary_tag: CanaryTagOpt = None,
-    batch_size: BatchOpt = 0,
-    max_failures: MaxFailOpt = None,
-    max_failure_rate: MaxRateOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    statement_timeout: StmtTimeoutOpt = None,
-    task_timeout: TaskTimeoutOpt = None,
-    dry_run: DryRunOpt = False,
-    sql: SqlOpt = False,
-    out_dir: OutOpt = None,
-) -> None:
-    """Set the selected tenants' version table to REV without running migrations."""
-    policy = _policy(
-        canary,
-        canary_tag,
-        batch_size,
-        max_failures,
-        max_failure_rate,
-        lock_timeout,
-        statement_timeout,
-        task_timeout,
-    )
-    opts = RolloutOptions(
-        parallel=parallel,
-        as_json=as_json,
-        no_wait=no_wait,
-        policy=policy,
-        dry_run=dry_run,
-        sql=sql,
-        out=out_dir,
-    )
-    _rollout(Command.STAMP, revision, selector(tenant, tag, group, exclude), opts)
+VERBS = {
+    Command.UPGRADE: (
+        "Upgrade the selected tenants to REV. Exit 0 all succeeded, 1 not all, 2 bad input, 3 refused."
+    ),
+    Command.DOWNGRADE: "Downgrade the selected tenants to REV (e.g. -1, base, an id).",
+    Command.STAMP: "Set the selected tenants' version table to REV without running migrations.",
+}
+for _command, _doc in VERBS.items():
+    commands.command(_command.value)(_verb(_command, _doc))
 
 
 @commands.command()
