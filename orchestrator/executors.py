@@ -18,7 +18,7 @@ from .controldb.store import Store
 from .dispatch import db_host
 from .exceptions import ConfigurationError
 from .jobs import build_job, secret_box
-from .models import ErrorClass, RunStatus, UnitJob, UnitResult
+from .models import ErrorClass, RunStatus, Tenant, UnitJob, UnitResult
 from .registry import connection_url
 from .settings import Settings
 from .unit import run_unit, worker_id
@@ -99,8 +99,10 @@ class InProcessExecutor:
         box = secret_box(self.settings)
         jobs: list[tuple[UnitJob, str]] = []
         for run_id, tenant_id in queued:
-            tenant = tenants[tenant_id]
+            tenant = tenants.get(tenant_id) or Tenant(id=tenant_id, url="")
             try:
+                if not tenant.url:
+                    raise ConfigurationError(f"tenant {tenant_id} was removed from the registry")
                 url = connection_url(tenant, box, self.environ)
             except ConfigurationError as exc:
                 job = build_job(self.settings, run_id=run_id, tenant=tenant, rollout=rollout, url="")
