@@ -472,9 +472,22 @@ class Store:
         Returns the final state when this call closed it (so exactly one caller notifies), else None.
         The state: cancelled or halted if any run waits for ``resume``, failed if any failed, else succeeded.
         """
-        counts = await self.rollout_counts(rollout_id)
-        if counts.get(RunStatus.QUEUED, 0) or counts.get(RunStatus.RUNNING, 0):
+        # cheap check first, on the (rollout_id, status) index: a queued or running run is always its
+        # tenant's latest attempt (new attempts are only made for runs at rest)
+        async with self._tx() as conn:
+            busy = (
+                await conn.execute(
+                    sa.select(tenant_runs.c.id)
+                    .where(
+                        tenant_runs.c.rollout_id == rollout_id,
+                        tenant_runs.c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+                    )
+                    .limit(1)
+                )
+            ).first()
+        if busy is not None:
             return None
+        counts = await self.rollout_counts(rollout_id)
         if counts.get(RunStatus.CANCELLED, 0):
             state = RolloutState.CANCELLED
         elif counts.get(RunStatus.HALTED, 0):
