@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -160,6 +161,18 @@ def machine() -> dict[str, Any]:
         "postgresql_fsync": str(fsync[0]) if fsync else "?",
         "platform": platform.platform(),
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured and the files that differed from it (the tree may be someone's work)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return {}
+    return {"head": head.stdout.strip(), "changed": [line[3:] for line in dirty.stdout.splitlines()]}
 
 
 def loadavg() -> float:

@@ -12,15 +12,18 @@
 (e) ``inprocess``: ``tenantctl upgrade head --parallel 2`` with the in-process executor, end to end;
 ``noop``: ``tenantctl upgrade head`` over ``--noop-tenants`` tenants already at head (every one skipped)
     against reading ``alembic_version`` from each over asyncpg at the same concurrency (32);
-``memory``: ``--memory-tasks`` Celery tasks (``stamp`` rollouts alternating 0003/head over
-    ``--memory-tenants`` tenants) through one worker child, its RSS read from /proc.
+``memory``: ``--memory-tasks`` Celery tasks (rollouts over ``--memory-tenants`` tenants: ``stamp 0003`` and
+    ``stamp head`` alternately, or with ``--memory-workload migrate`` ``downgrade base`` and ``upgrade
+    head``) through one worker child (``-c 1``), its RSS read from /proc at 0, 100, 1k, 5k and all tasks.
 
 Every migration phase takes the same N tenants from base to head (tables dropped between phases, not
 timed). Run: ``python -m bench.rollout_bench [--tenants 200] [--skip shell] …``; the table goes to
 stdout, progress to stderr, the figures to ``bench/results/rollout.json``.
 
-Every database it creates is named ``tctl_bench_<run>_…`` and dropped at the end, on failure, Ctrl-C
-or SIGTERM; the Redis keys of its own queues are deleted.
+Tenant databases are clones of a template (``bench.common.Databases``). Every database it creates is
+named ``tctl_bench_<run>_…`` and dropped at the end, on failure, Ctrl-C or SIGTERM; the Redis keys of
+its own queues (and kombu's bookkeeping keys its workers created) are deleted. ``--report FILE`` prints
+the table of a saved run again.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import asyncpg  # type: ignore[import-untyped]
 from .common import (
     ALEMBIC_INI,
     Databases,
+    git_state,
     interrupts_unwind,
     loadavg,
     log,
@@ -400,7 +404,7 @@ async def _noop_in_process(tctl: Tenantctl, concurrency: int, n: int) -> float:
 
 # -- memory ----------------------------------------------------------------------------------------
 async def _memory_rollouts(
-    tctl: Tenantctl, queue: str, rollouts: int, worker: Worker, samples_at: Sequence[int]
+    tctl: Tenantctl, queue: str, rollouts: int, worker: Worker, samples_at: Sequence[int], workload: str
 ) -> list[dict[str, Any]]:
     from pydantic import SecretStr
 
@@ -420,8 +424,10 @@ async def _memory_rollouts(
             rid = await coordinator.rollout(
                 settings,
                 store,
-                command=Command.STAMP,
-                revision="0003" if i % 2 == 0 else "head",
+                command=(Command.DOWNGRADE if i % 2 == 0 else Command.UPGRADE)
+                if workload == "migrate"
+                else Command.STAMP,
+                revision=("base" if workload == "migrate" else "0003") if i % 2 == 0 else "head",
                 selector=Selector(tags=("mem",)),
                 parallel=4,
                 created_by="bench",
@@ -628,10 +634,10 @@ class Bench:
             "tenantctl_seconds": [round(s, 3) for s in runs],
             "floor_tenants_per_s": round(n / floor_s, 1),
             "tenantctl_tenants_per_s": round(n / tctl_s, 1),
-            "ratio": round(floor_s / tctl_s, 3),
+            "ratio": round(floor_s / tctl_s, 4),
             "in_process_seconds": [round(s, 3) for s in calls],
             "in_process_tenants_per_s": round(n / call_s, 1),
-            "in_process_ratio": round(floor_s / call_s, 3),
+            "in_process_ratio": round(floor_s / call_s, 4),
         }
 
     def phase_memory(self) -> dict[str, Any]:
@@ -644,7 +650,9 @@ class Bench:
         marks = sorted({1000, 5000, self.args.memory_tasks, per_rollout} - {0})
         started = time.perf_counter()
         try:
-            samples = asyncio.run(_memory_rollouts(self.tctl, queue, rollouts, worker, marks))
+            samples = asyncio.run(
+                _memory_rollouts(self.tctl, queue, rollouts, worker, marks, self.args.memory_workload)
+            )
         finally:
             worker.stop()
         seconds = time.perf_counter() - started
@@ -654,6 +662,7 @@ class Bench:
         last = samples[-1]
         return {
             "tasks": tasks,
+            "workload": self.args.memory_workload,
             "tenants": per_rollout,
             "rollouts": rollouts,
             "seconds": round(seconds, 1),
@@ -665,15 +674,18 @@ class Bench:
 
 
 def ratios(r: dict[str, Any]) -> dict[str, float]:
+    """Rate ratios, from tenants and seconds (not from the rounded rates)."""
     out: dict[str, float] = {}
-    rate = {k: r[k]["tenants_per_s"] for k in ("shell", "api", "raw", "celery", "inprocess") if k in r}
+    rate = {
+        k: r[k]["tenants"] / r[k]["seconds"] for k in ("shell", "api", "raw", "celery", "inprocess") if k in r
+    }
     for method in ("celery", "inprocess"):
         for base in ("shell", "api", "raw"):
             if method in rate and base in rate:
-                out[f"{method}/{base}"] = round(rate[method] / rate[base], 3)
-                span_rate = r[method].get("rollout_span_tenants_per_s")
-                if span_rate:
-                    out[f"{method}(span)/{base}"] = round(span_rate / rate[base], 3)
+                out[f"{method}/{base}"] = round(rate[method] / rate[base], 4)
+                span = r[method].get("rollout_span_s")
+                if span:
+                    out[f"{method}(span)/{base}"] = round(r[method]["tenants"] / span / rate[base], 4)
     return out
 
 
@@ -714,30 +726,31 @@ def report(results: dict[str, Any]) -> str:
     if results["ratios"]:
         lines.append(
             "ratios (end to end; (span) = rollout created→finished): "
-            + ", ".join(f"{k} {v:.2f}" for k, v in results["ratios"].items())
+            + ", ".join(f"{k} {v:.3f}" for k, v in results["ratios"].items())
         )
         for key, target in TARGETS:
             if key in results["ratios"]:
                 value = results["ratios"][key]
                 lines.append(
-                    f"  target {key} >= {target}: {value:.2f} {'met' if value >= target else 'MISSED'}"
+                    f"  target {key} >= {target}: {value:.4f} {'met' if value >= target else 'MISSED'}"
                 )
     if "noop" in m:
         f = m["noop"]
         lines.append(
             f"no-op rollout over {f['tenants']} tenants at head (read concurrency {f['read_concurrency']}, "
             f"median of {f['rounds']}): tenantctl {f['tenantctl_tenants_per_s']}/s, asyncpg read floor "
-            f"{f['floor_tenants_per_s']}/s, ratio {f['ratio']:.2f} "
+            f"{f['floor_tenants_per_s']}/s, ratio {f['ratio']:.4f} "
             f"(target >= 0.70: {'met' if f['ratio'] >= 0.7 else 'MISSED'}); the same rollout called in "
             f"process (no interpreter start): {f['in_process_tenants_per_s']}/s, "
-            f"ratio {f['in_process_ratio']:.2f}"
+            f"ratio {f['in_process_ratio']:.4f}"
         )
     if "memory" in m:
         f = m["memory"]
         rss = ", ".join(f"{s['tasks']}: {s['rss_kib'] / 1024:.1f} MiB" for s in f["samples"])
         lines.append(
-            f"worker child RSS over {f['tasks']} tasks ({f['tasks_per_s']} tasks/s, same child: "
-            f"{f['same_child']}): {rss}; growth after 1k tasks {f['growth_after_1k_pct']}%"
+            f"worker child RSS over {f['tasks']} {f.get('workload', 'stamp')} tasks "
+            f"({f['tasks_per_s']} tasks/s, same child: {f['same_child']}): {rss}; "
+            f"growth after 1k tasks {f['growth_after_1k_pct']}%"
         )
     return "\n".join(lines)
 
@@ -749,6 +762,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--shell-sample", type=int, default=20, help="tenants of the shell loop's sample (20)")
     p.add_argument("--memory-tasks", type=int, default=10000, help="Celery tasks of the memory phase (10000)")
     p.add_argument("--memory-tenants", type=int, default=100, help="tenants per memory-phase rollout (100)")
+    p.add_argument(
+        "--memory-workload",
+        choices=("stamp", "migrate"),
+        default="stamp",
+        help="memory-phase rollouts: stamp 0003/head alternately (stamp, one cheap step), or downgrade base/"
+        "upgrade head alternately (migrate: four migrations a task, env.py and models.py loaded each time)",
+    )
     p.add_argument("--noop-rounds", type=int, default=3, help="rounds of the no-op comparison (3)")
     p.add_argument("--raw-concurrency", type=int, default=4)
     p.add_argument("--read-concurrency", type=int, default=32, help="TENANTCTL_READ_CONCURRENCY (32)")
@@ -758,6 +778,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--redis", default=os.environ.get("TENANTCTL_BENCH_REDIS", "redis://127.0.0.1:6379"))
     p.add_argument("--skip", action="append", default=[], choices=PHASES, help="skip a phase (repeatable)")
     p.add_argument("--output", default="rollout", help="results file name in bench/results/ (rollout)")
+    p.add_argument("--report", metavar="JSON", help="only print the table of a saved results file")
     args = p.parse_args(argv)
     if args.shell_sample > args.tenants:
         args.shell_sample = args.tenants
@@ -766,11 +787,21 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if args.report:  # print the table of a saved run again
+        saved = json.loads(Path(args.report).read_text())
+        saved["ratios"] = ratios(saved["phases"])
+        if noop := saved["phases"].get("noop"):
+            floor_s = statistics.median(noop["floor_seconds"])
+            noop["ratio"] = round(floor_s / statistics.median(noop["tenantctl_seconds"]), 4)
+            noop["in_process_ratio"] = round(floor_s / statistics.median(noop["in_process_seconds"]), 4)
+        print(report(saved))
+        return 0
     dbs = Databases()
     results: dict[str, Any] = {
         "command": "python -m bench.rollout_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
+        "git": git_state(),
         "settings": {k: v for k, v in vars(args).items() if k != "redis"},
     }
     with tempfile.TemporaryDirectory(prefix="tctl-rollout-bench-") as tmp, interrupts_unwind():
