@@ -26,6 +26,28 @@ class Stopped(Exception):
     """The rollout was halted or cancelled between two migrations."""
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def timeout_in(exc: BaseException) -> BaseException | None:
+    """The task timeout behind ``exc``, if any: interrupted mid-statement, the driver's own error on
+    cleanup ("another command is already in progress") is what surfaces first."""
+    return next(
+        (
+            e
+            for e in _chain(exc)
+            if isinstance(e, UnitTimeout) or e.__class__.__name__ == "SoftTimeLimitExceeded"
+        ),
+        None,
+    )
+
+
 def sqlstate(exc: BaseException) -> str | None:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -49,7 +71,7 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.UNREACHABLE
     if isinstance(exc, ConfigurationError):
         return ErrorClass.INVALID_CONFIG
-    if isinstance(exc, UnitTimeout) or exc.__class__.__name__ == "SoftTimeLimitExceeded":
+    if timeout_in(exc) is not None:
         return ErrorClass.TIMEOUT
     code = sqlstate(exc)
     if code in TRANSIENT_SQLSTATES:

@@ -55,10 +55,11 @@ def pg_lock(conn: Connection, tenant: str, key: int, wait_s: float) -> Iterator[
     try:
         yield
     finally:
-        if conn.in_transaction():
-            conn.rollback()
-        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        conn.commit()
+        if not conn.invalidated:  # an invalidated session is gone, and its lock with it
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from . import scripts
 from .controldb.watch import RolloutWatch
 from .exceptions import TenantctlError, TenantUnreachable
-from .failures import Stopped, UnitTimeout, backoff, classify, is_transient
+from .failures import Stopped, UnitTimeout, backoff, classify, is_transient, timeout_in
 from .locking import file_lock, lock_key, pg_lock
 from .models import Command, ErrorClass, RunStatus, UnitJob, UnitResult
 from .revisions import quote_ident
@@ -293,7 +293,7 @@ def run_unit(job: UnitJob) -> UnitResult:
             RunStatus.FAILED, exc, cls if cls is not ErrorClass.MIGRATION_ERROR else ErrorClass.INVALID_CONFIG
         )
     except Exception as exc:
-        return outcome.result(RunStatus.FAILED, exc, classify(exc))
+        return outcome.result(RunStatus.FAILED, timeout_in(exc) or exc, classify(exc))
     finally:
         if watch is not None:
             watch.close()
@@ -310,6 +310,7 @@ def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> Un
             raise TenantUnreachable(
                 job.tenant_id, mask_text(str(exc).splitlines()[0], outcome.secrets)
             ) from exc
+        backend = getattr(getattr(conn.connection.dbapi_connection, "info", None), "backend_pid", None)
         with conn, _lock(conn, job, url):
             heads = read_heads(conn, job.schema, job.version_table)
             if outcome.before is None:
@@ -326,12 +327,30 @@ def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> Un
                 if conn.in_transaction():  # an env.py that left its work open: it succeeded, keep it
                     conn.commit()
             except BaseException:
-                if conn.in_transaction():
-                    conn.rollback()
-                outcome.after = read_heads(conn, job.schema, job.version_table)  # where it really stopped
+                try:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    outcome.after = read_heads(conn, job.schema, job.version_table)  # where it really stopped
+                except DBAPIError:
+                    # interrupted mid-statement (task timeout): the session is unusable; end it from a
+                    # fresh one (its transaction rolls back, its lock goes) and read the revision there
+                    conn.invalidate()
+                    outcome.after = _read_after_abort(job, url, backend)
                 raise
             outcome.after = read_heads(conn, job.schema, job.version_table)
             return outcome.result(RunStatus.SUCCEEDED)
+    finally:
+        engine.dispose()
+
+
+def _read_after_abort(job: UnitJob, url: URL, backend: int | None) -> tuple[str, ...]:
+    engine = _engine(job, url)
+    try:
+        with engine.connect() as fresh:
+            if backend is not None and url.get_backend_name() == "postgresql":
+                fresh.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+                fresh.commit()
+            return read_heads(fresh, job.schema, job.version_table)
     finally:
         engine.dispose()
 

@@ -311,3 +311,20 @@ def test_webhook_on_finish_and_on_halt(
         halt["first_failures"][0]["tenant"] == "t0"
         and "poisoned tenant" in halt["first_failures"][0]["error"]
     )
+
+
+def test_task_timeout_interrupts_a_slow_migration(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    harness.alembic_ini = FIXTURE_ENVS / "slow" / "alembic.ini"
+    (url,) = _fleet(harness, tenant_dbs, 1)
+    started = time.monotonic()
+    result = harness.cli(
+        "upgrade", "head", "--task-timeout", "1.5", "--json", TENANTCTL_TEST_SLOW_SECONDS="30"
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    run = json.loads(result.stdout)["tenants"][0]
+    assert run["error_class"] == "timeout" and "task timeout" in run["error"], run["error"]
+    assert run["to_revision"] == "s001" == tenant_revision(url)  # s002 interrupted and rolled back
+    assert elapsed < 25, f"the timeout did not interrupt the migration ({elapsed:.0f}s)"
