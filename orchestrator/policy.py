@@ -58,6 +58,17 @@ class Decision:
     open_wave: int | None = None
 
 
+def gated(policy: Policy) -> bool:
+    """Whether the policy has anything to decide (waves, a canary, a budget): a plain rollout is one wave."""
+    return bool(
+        policy.canary
+        or policy.canary_tag
+        or policy.batch_size
+        or policy.max_failures is not None
+        or policy.max_failure_rate is not None
+    )
+
+
 def _tenants(n: int) -> str:
     return f"{n} tenant{'' if n == 1 else 's'}"
 

@@ -16,7 +16,7 @@ from .exceptions import TenantctlError
 from .executors import Observer
 from .jobs import job_for_run
 from .models import ErrorClass, Rollout, RolloutState, RunStatus, UnitJob, UnitResult
-from .policy import decide
+from .policy import decide, gated
 from .secrets import mask_text
 from .settings import Settings
 
@@ -64,6 +64,9 @@ async def next_wave(
     rollout = rollout or await store.get_rollout(rollout_id)
     if rollout.state is not RolloutState.RUNNING:
         return None
+    if not gated(rollout.policy):
+        # one wave, no canary, no budget: nothing to decide, and no need to read every run per task
+        return 1 if await store.has_runs(rollout_id, RunStatus.QUEUED) else None
     statuses = await store.wave_statuses(rollout_id)
     decision = decide(rollout.policy, statuses, len(statuses))
     if decision.halt is not None:

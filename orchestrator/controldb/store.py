@@ -474,18 +474,7 @@ class Store:
         """
         # cheap check first, on the (rollout_id, status) index: a queued or running run is always its
         # tenant's latest attempt (new attempts are only made for runs at rest)
-        async with self._tx() as conn:
-            busy = (
-                await conn.execute(
-                    sa.select(tenant_runs.c.id)
-                    .where(
-                        tenant_runs.c.rollout_id == rollout_id,
-                        tenant_runs.c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
-                    )
-                    .limit(1)
-                )
-            ).first()
-        if busy is not None:
+        if await self.has_runs(rollout_id, RunStatus.QUEUED, RunStatus.RUNNING):
             return None
         counts = await self.rollout_counts(rollout_id)
         if counts.get(RunStatus.CANCELLED, 0):
@@ -509,6 +498,21 @@ class Store:
                 .values(state=state.value, finished_at=utcnow())
             )
         return state if closed.rowcount == 1 else None
+
+    async def has_runs(self, rollout_id: int, *statuses: RunStatus) -> bool:
+        """Whether any run of the rollout has one of ``statuses`` (one index probe)."""
+        async with self._tx() as conn:
+            found = (
+                await conn.execute(
+                    sa.select(tenant_runs.c.id)
+                    .where(
+                        tenant_runs.c.rollout_id == rollout_id,
+                        tenant_runs.c.status.in_([s.value for s in statuses]),
+                    )
+                    .limit(1)
+                )
+            ).first()
+        return found is not None
 
     async def running_rollouts(self) -> list[int]:
         async with self._tx() as conn:

@@ -130,3 +130,11 @@ def test_group_lines() -> None:
         "2 tenants 0003→0004 (1 step)",
         "1 tenant not plannable (cannot read revision)",
     ]
+
+
+def test_gated() -> None:
+    from orchestrator.policy import gated
+
+    assert not gated(Policy()) and not gated(Policy(lock_timeout=3, task_timeout=9))
+    assert gated(Policy(canary=1)) and gated(Policy(batch_size=5)) and gated(Policy(max_failures=1))
+    assert gated(Policy(max_failure_rate=0.0)) and gated(Policy(canary_tag="beta"))
