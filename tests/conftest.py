@@ -162,7 +162,8 @@ def celery_harness(harness: object, redis_server: str, tmp_path: Path) -> Iterat
     for w in workers:
         w.stop()
     client = redis.Redis.from_url(broker)
-    client.delete(queue, *client.keys(f"_kombu.binding.{queue}*"))
+    ours = [*client.keys(f"_kombu.binding.{queue}*"), *client.keys(f"_kombu.binding_permanent.{queue}*")]
+    client.delete(queue, *ours)
     client.close()
 
 
