@@ -22,16 +22,13 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +36,9 @@ import asyncpg  # type: ignore[import-untyped]
 import psycopg
 from alembic import command
 from alembic.config import Config
-from psycopg import sql
 from pydantic import SecretStr
 
+from bench.common import Databases, interrupts_unwind
 from orchestrator import auditor, registry
 from orchestrator.audit import AuditKind
 from orchestrator.controldb.store import Store
@@ -53,66 +50,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "migrations" / "alembic.ini"
 SECRET_KEY = "bench-secret-key"
 PASSWORD = "bench-pw"  # trust auth ignores it; stored encrypted so the audit pays for decryption
-
-
-class Databases:
-    """Creates ``tctl_bench_<run>_…`` databases and drops every one it created."""
-
-    def __init__(self, server: str) -> None:
-        self.server = server
-        self.run = uuid.uuid4().hex[:8]
-        self.created: list[str] = []
-
-    def name(self, suffix: str) -> str:
-        return f"tctl_bench_{self.run}_{suffix}"
-
-    def url(self, name: str, password: str | None = None, driver: str = "postgresql") -> str:
-        base = self.server.replace("postgresql://", f"{driver}://", 1)
-        if password:
-            base = base.replace("@", f":{password}@", 1)
-        return f"{base}/{name}"
-
-    def admin(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(f"{self.server}/postgres", autocommit=True)
-
-    def create(
-        self, name: str, template: str | None = None, conn: psycopg.Connection[Any] | None = None
-    ) -> str:
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        self.created.append(name)
-        if conn is not None:
-            conn.execute(query)
-        else:
-            with self.admin() as admin:
-                admin.execute(query)
-        return name
-
-    def drop_all(self) -> None:
-        if not self.created:
-            return
-        with self.admin() as conn:
-            for name in reversed(self.created):
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        print(f"dropped {len(self.created)} databases", file=sys.stderr)
-        self.created.clear()
-
-
-@contextmanager
-def interrupts_unwind() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the databases are dropped either way."""
-
-    def stop(_signo: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def build_fleet(dbs: Databases, n: int) -> list[str]:
@@ -142,7 +79,7 @@ def build_fleet(dbs: Databases, n: int) -> list[str]:
 async def register(settings: Settings, dbs: Databases, names: list[str]) -> None:
     box = SecretBox(SECRET_KEY)
     tenants = [
-        registry.to_tenant(TenantSpec(id=f"t{i:05d}", url=dbs.url(name, PASSWORD)), box)
+        registry.to_tenant(TenantSpec(id=f"t{i:05d}", url=dbs.url(name, password=PASSWORD)), box)
         for i, name in enumerate(names)
     ]
     async with Store(settings.database_url.get_secret_value()) as store:
@@ -222,7 +159,7 @@ def measure(args: argparse.Namespace, dbs: Databases) -> dict[str, Any]:
         connect_timeout=10.0,
     )
     asyncio.run(register(settings, dbs, names))
-    urls = [dbs.url(name, PASSWORD) for name in names]
+    urls = [dbs.url(name, password=PASSWORD) for name in names]
     n = len(urls)
 
     asyncio.run(floor(urls, args.concurrency, 10.0))  # warm-up: first connection to a fresh database
