@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from . import scripts
 from .controldb.store import Store
-from .models import Rollout, Tenant, UnitJob
+from .models import Rollout, Tenant, TenantRun, UnitJob
 from .registry import connection_url
 from .secrets import SecretBox
 from .settings import Settings
@@ -46,8 +46,13 @@ def build_job(settings: Settings, *, run_id: int, tenant: Tenant, rollout: Rollo
     )
 
 
-async def job_for_run(store: Store, settings: Settings, run_id: int, environ: Mapping[str, str]) -> UnitJob:
+def job_from(
+    settings: Settings, run: TenantRun, rollout: Rollout, tenant: Tenant, environ: Mapping[str, str]
+) -> UnitJob:
     """The job of a claimed run, its URL resolved here (in the worker), never carried by a message."""
-    run, rollout, tenant = await store.run_context(run_id)
     url = connection_url(tenant, secret_box(settings), environ)
     return build_job(settings, run_id=run.id, tenant=tenant, rollout=rollout, url=url)
+
+
+async def job_for_run(store: Store, settings: Settings, run_id: int, environ: Mapping[str, str]) -> UnitJob:
+    return job_from(settings, *await store.run_context(run_id), environ)

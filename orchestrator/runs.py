@@ -12,9 +12,9 @@ from typing import Any
 from . import notify
 from .controldb.store import Store
 from .dispatch import Dispatch
-from .exceptions import TenantctlError
+from .exceptions import TenantctlError, UnknownTenant
 from .executors import Observer
-from .jobs import job_for_run
+from .jobs import job_from
 from .models import ErrorClass, Rollout, RolloutState, RunStatus, UnitJob, UnitResult
 from .policy import decide, gated
 from .secrets import mask_text
@@ -23,6 +23,7 @@ from .settings import Settings
 log = logging.getLogger("tenantctl.runs")
 
 Send = Callable[[Sequence[Dispatch]], int]
+TAIL_POLL = 0.1  # seconds between progress reads once nothing of the rollout is left queued
 
 
 async def claim(
@@ -30,11 +31,15 @@ async def claim(
 ) -> UnitJob | None:
     """Claim a run (CAS) and build its job; None when the message is a duplicate or the run cannot start
     (then it is already recorded as failed)."""
-    if not await store.claim(run_id, attempt, worker, settings.lease_seconds):
+    context = await store.claim_context(run_id, attempt, worker, settings.lease_seconds)
+    if context is None:
         log.info("run %s attempt %s already claimed or finished: duplicate message ignored", run_id, attempt)
         return None
+    run, rollout, tenant = context
     try:
-        return await job_for_run(store, settings, run_id, environ)
+        if tenant is None:
+            raise UnknownTenant(run.tenant_id)
+        return job_from(settings, run, rollout, tenant, environ)
     except TenantctlError as exc:
         now = datetime.now(UTC)
         await store.record_result(
@@ -82,7 +87,8 @@ async def stop(
     if not await store.halt(rollout_id, reason, state):
         return False
     log.warning("rollout %s %s: %s", rollout_id, state.value, reason)
-    await notify.send(settings, notify.rollout_message(await report(store, rollout_id), reason))
+    if settings.webhook_url is not None:
+        await notify.send(settings, notify.rollout_message(await report(store, rollout_id), reason))
     await close_if_done(store, settings, rollout_id)
     return True
 
@@ -90,7 +96,8 @@ async def stop(
 async def close_if_done(store: Store, settings: Settings, rollout_id: int) -> RolloutState | None:
     """Close the rollout when nothing of it is queued or running; the closer notifies."""
     state = await store.finish_if_done(rollout_id)
-    if state in (RolloutState.SUCCEEDED, RolloutState.FAILED):
+    # the report reads every run: only built when a webhook will carry it
+    if state in (RolloutState.SUCCEEDED, RolloutState.FAILED) and settings.webhook_url is not None:
         await notify.send(settings, notify.rollout_message(await report(store, rollout_id)))
     return state
 
@@ -101,13 +108,39 @@ async def report(store: Store, rollout_id: int) -> dict[str, Any]:
     return await status(store, rollout_id)
 
 
-async def dispatch_more(store: Store, settings: Settings, rollout_id: int, send: Send) -> int:
+def _plain_wave(rollout: Rollout) -> int | None:
+    """The wave a settling worker may reserve from without asking the policy: a running rollout with
+    nothing to decide is one wave (1); None sends the decision to :func:`dispatch_more`."""
+    return 1 if rollout.state is RolloutState.RUNNING and not gated(rollout.policy) else None
+
+
+async def settle(store: Store, settings: Settings, rollout_id: int, result: UnitResult, send: Send) -> bool:
+    """What a worker does after its unit: record the result (fenced by its claim), send the next runs,
+    and close the rollout when none is left, notifying as the coordinator would. For a plain rollout the
+    record and the reservation are one transaction. Returns whether the result was written (False: the
+    reaper settled the run first)."""
+    written, rollout, chosen = await store.record_and_reserve(
+        result, rollout_id, settings.per_host_limit, settings.redispatch_after, _plain_wave
+    )
+    if chosen is None:
+        sent = await dispatch_more(store, settings, rollout_id, send, rollout)
+    else:
+        sent = send(chosen) if chosen else 0
+    if not sent:  # runs just sent are queued, so the rollout cannot be done: asking would cost queries
+        await close_if_done(store, settings, rollout_id)
+    return written
+
+
+async def dispatch_more(
+    store: Store, settings: Settings, rollout_id: int, send: Send, rollout: Rollout | None = None
+) -> int:
     """Send as many queued runs of the rollout's open wave as the caps allow; returns how many were sent.
 
     Runs are stamped dispatched before their message is sent: a message lost on the way (broker down)
     is sent again after ``redispatch_after``, and a duplicate is harmless (the claim is a CAS).
+    ``rollout``: as just read by the caller.
     """
-    rollout = await store.get_rollout(rollout_id)
+    rollout = rollout or await store.get_rollout(rollout_id)
     wave = await next_wave(store, settings, rollout_id, rollout)
     if wave is None:
         return 0
@@ -141,4 +174,6 @@ async def follow(
             return
         if tick is not None:
             await tick()
-        await asyncio.sleep(poll_interval)
+        # the last runs are in flight: look more often, so the end is seen (and the CLI exits) sooner
+        queued = counts.get(RunStatus.QUEUED, 0)
+        await asyncio.sleep(poll_interval if queued else min(poll_interval, TAIL_POLL))

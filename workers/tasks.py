@@ -53,15 +53,15 @@ def register(app: Celery, settings: Settings) -> None:
     def migrate(self: Any, rollout_id: int, run_id: int, attempt: int) -> str:
         rt = runtime(settings)
         job = rt.run(runs.claim(rt.store, settings, run_id, attempt, worker_id(), os.environ))
-        if job is not None:
-            with rt.heartbeat.holding(run_id):
-                result = run_unit(job)
-            if not rt.run(rt.store.record_result(result, fenced=True)):
-                log.warning("run %s was settled by the reaper before this worker finished", run_id)
-        if not rt.run(runs.dispatch_more(rt.store, settings, rollout_id, send)):
-            # runs just sent are queued, so the rollout cannot be done: asking would cost two queries
-            rt.run(rt.store.finish_if_done(rollout_id))
-        return "done" if job is not None else "duplicate"
+        if job is None:  # a duplicate, or a run that could not start: keep the rollout moving
+            if not rt.run(runs.dispatch_more(rt.store, settings, rollout_id, send)):
+                rt.run(runs.close_if_done(rt.store, settings, rollout_id))
+            return "duplicate"
+        with rt.heartbeat.holding(run_id):
+            result = run_unit(job)
+        if not rt.run(runs.settle(rt.store, settings, rollout_id, result, send)):
+            log.warning("run %s was settled by the reaper before this worker finished", run_id)
+        return "done"
 
     @app.task(name=REAP)  # type: ignore[untyped-decorator]
     def reap() -> int:

@@ -72,6 +72,27 @@ def test_duplicate_message_runs_the_migration_once(
     assert worker.text().count("Running upgrade  -> 0001") == 4
 
 
+def test_rollout_closed_by_a_worker_sends_its_webhook_once(
+    celery_harness: Harness, tenant_dbs: Callable[[int], list[str]], webhook: Any
+) -> None:
+    """With --no-wait nobody follows the rollout: the worker that settles its last run closes it, and
+    the finish webhook must come from there, once."""
+    h = celery_harness
+    hook_url, received = webhook
+    h.extra_env["TENANTCTL_WEBHOOK_URL"] = hook_url
+    urls = tenant_dbs(3)
+    _register(h, urls)
+    h.start_worker(concurrency=2)
+    started = h.cli("upgrade", "head", "--no-wait", "--json")
+    assert started.returncode == 0, started.stderr
+    rollout_id = json.loads(started.stdout)["id"]
+    mine = lambda: [r for r in received if r.get("rollout") == rollout_id]  # noqa: E731
+    hooks: Any = wait_for(mine, 60, "the finish webhook")
+    assert hooks[0]["state"] == "succeeded" and hooks[0]["counts"]["succeeded"] == 3, hooks
+    assert h.cli("status", str(rollout_id), "--json").returncode == 0
+    assert len(mine()) == 1
+
+
 def test_no_password_on_the_broker_or_in_worker_logs(
     celery_harness: Harness, tenant_dbs: Callable[[int], list[str]]
 ) -> None:

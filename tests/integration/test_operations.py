@@ -80,7 +80,11 @@ def test_canary_failure_stops_before_any_other_tenant(
     report = json.loads(result.stdout)
     assert report["state"] == "halted" and report["halt_reason"].startswith("canary failed: 1 of 2")
     by = {t["tenant"]: t for t in report["tenants"]}
-    assert by["t0"]["status"] == "failed" and by["t1"]["status"] == "succeeded"
+    assert by["t0"]["status"] == "failed"
+    # the other canary ran beside t0: it finished, or the halt stopped it between two migrations; either
+    # way its record is where it really rests
+    assert by["t1"]["status"] in ("succeeded", "halted")
+    assert by["t1"]["to_revision"] == tenant_revision(urls[1])
     assert {by[f"t{i}"]["status"] for i in range(2, 6)} == {"halted"}
     assert [tenant_revision(u) for u in urls[2:]] == [None] * 4
     assert {by[f"t{i}"]["wave"] for i in range(2, 6)} == {1, 2}
