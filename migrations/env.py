@@ -9,8 +9,10 @@ the tenant at its last good revision instead of half-way through a batch.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import re
+import sys
 from logging.config import fileConfig
 from pathlib import Path
 from typing import Any
@@ -38,18 +40,26 @@ if config.config_file_name is not None and config.attributes.get(
 
 
 def _load_metadata() -> MetaData | None:
-    """Load ``models.py`` beside this file, if any.
+    """Load ``models.py`` beside this file, if any, once per process (again if the file changes), as a
+    plain import would: a process that migrates many tenants runs env.py once per tenant.
 
     Alembic executes env.py outside any package, so a plain import would depend on sys.path.
     """
     path = Path(__file__).with_name("models.py")
-    if not path.is_file():
+    try:
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size)
+    except OSError:
         return None
-    spec = importlib.util.spec_from_file_location("_tenant_migration_models", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    name = "_tenant_migration_models_" + hashlib.blake2b(str(path).encode(), digest_size=8).hexdigest()
+    module = sys.modules.get(name)
+    if module is None or getattr(module, "_loaded_from", None) != stamp:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module._loaded_from = stamp  # type: ignore[attr-defined]
+        sys.modules[name] = module
     metadata: MetaData = module.metadata
     return metadata
 

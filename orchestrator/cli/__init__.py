@@ -6,11 +6,16 @@ from __future__ import annotations
 import re
 import sys
 
-import typer
+# Alembic imports Mako, whose error module loads Pygments' lexers when Pygments is installed (Rich brings
+# it): 40 ms of every command's start, for highlighted HTML error pages tenantctl never renders. A None
+# entry makes that import fail, and Mako uses its own plain fallback (mako.exceptions._install_fallback).
+sys.modules.setdefault("mako.ext.pygmentplugin", None)  # type: ignore[arg-type]
 
-from ..exceptions import TenantctlError
-from ..secrets import mask_text
-from .app import app
+import typer  # noqa: E402
+
+from ..exceptions import TenantctlError  # noqa: E402
+from ..secrets import mask_text  # noqa: E402
+from .app import app  # noqa: E402
 
 _REVISION_VERBS = {"upgrade", "downgrade", "stamp"}
 _NEGATIVE = re.compile(r"^-\d+$")

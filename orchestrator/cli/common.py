@@ -58,10 +58,11 @@ def settings() -> Settings:
 
 
 def run(fn: Callable[[Store], Awaitable[T]], *, cfg: Settings, ready: bool = True) -> T:
-    """Open the control DB, check it is migrated, run ``fn`` on it."""
+    """Open the control DB, check it is migrated, run ``fn`` on it: one event loop, so the store keeps
+    its connections for the command's life."""
 
     async def main() -> T:
-        async with Store(cfg.database_url.get_secret_value()) as store:
+        async with Store(cfg.database_url.get_secret_value(), pooled=True, pre_ping=False) as store:
             if ready:
                 await store.ensure_ready()
             return await fn(store)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .. import registry, tenantfile
+from .. import registry
 from ..controldb.store import ImportCounts, Store
 from ..models import Tenant, TenantSpec
 from ..secrets import SecretBox
@@ -113,6 +113,8 @@ def import_(
     as_json: JsonOpt = False,
 ) -> None:
     """Create or update tenants from a file, all or nothing; re-running it changes nothing."""
+    from .. import tenantfile  # YAML and CSV readers: only this command needs them
+
     specs = tenantfile.read(file)
     box = _box()
 
