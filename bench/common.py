@@ -184,3 +184,56 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     return path
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds of a process from /proc (utime+stime; with ``children`` also the reaped children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICK
+
+
+def _postmaster() -> int | None:
+    out = subprocess.run(["pgrep", "-o", "-x", "postgres"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+class CpuMeter:
+    """Where the CPU of a phase went: the whole machine (/proc/stat), PostgreSQL (the postmaster and the
+    backends it reaped: take the end reading after the phase's connections closed), the processes
+    given, and the subprocesses this process reaped. Seconds of CPU, not of wall time."""
+
+    def __init__(self, pids: Sequence[int] = ()) -> None:
+        self.pids = list(pids)
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        import resource
+
+        total = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(total[:8]) if i not in (3, 4)) / _TICK  # minus idle, iowait
+        pm = _postmaster()
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "machine": busy,
+            "postgresql": _proc_cpu(pm, children=True) if pm else 0.0,
+            "watched": sum(_proc_cpu(p) for p in self.pids),
+            "reaped_subprocesses": kids.ru_utime + kids.ru_stime,
+        }
+
+    def watch(self, pids: Sequence[int]) -> None:
+        """Add processes (their CPU so far counts from now on)."""
+        self.start["watched"] += sum(_proc_cpu(p) for p in pids)
+        self.pids.extend(pids)
+
+    def read(self) -> dict[str, float]:
+        now = self._read()
+        return {k: round(now[k] - self.start[k], 2) for k in now}

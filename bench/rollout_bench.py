@@ -52,6 +52,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from .common import (
     ALEMBIC_INI,
+    CpuMeter,
     Databases,
     git_state,
     interrupts_unwind,
@@ -185,7 +186,9 @@ def raw_floor(urls: Sequence[str], sql: str, concurrency: int, fetch: bool = Fal
 class Worker:
     """``tenantctl worker`` in its own session, log kept; stopped by its own pid."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, label: str, concurrency: int) -> None:
+    def __init__(
+        self, env: dict[str, str], workdir: Path, label: str, concurrency: int, pool: str = "prefork"
+    ) -> None:
         self.log = workdir / f"worker-{label}.log"
         self.node = f"bench-{label}-{uuid.uuid4().hex[:6]}"
         self._fh = self.log.open("ab")
@@ -203,7 +206,7 @@ class Worker:
                 "--without-mingle",
                 "--without-heartbeat",
                 "--pool",
-                "prefork",
+                pool,
             ],
             env=env,
             cwd=workdir,
@@ -308,19 +311,26 @@ class Tenantctl:
         self.cli("db", "upgrade", env=env)
         self.cli("tenants", "import", str(path), env=env)
 
-    def start_worker(self, queue: str, concurrency: int, label: str) -> Worker:
+    def start_worker(self, queue: str, concurrency: int, label: str, pool: str = "prefork") -> Worker:
         if not self.workers:
             self.snapshot_keys()
-        worker = Worker(self.env(queue), self.workdir, label, concurrency)
+        worker = Worker(self.env(queue), self.workdir, label, concurrency, pool)
         self.workers.append(worker)
         self.nodes.append(worker.node)
         worker.wait_ready()
         return worker
 
     def rollout(self, *args: str, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+        """Run a rollout through the CLI; the report gets ``cli_launched_at``/``cli_exited_at`` (this
+        machine's clock, as the control DB's timestamps) to split the CLI's time around the rollout."""
+        launched = datetime.now().astimezone()
         started = time.perf_counter()
         result = self.cli(*args, "--json", env=env)
-        return time.perf_counter() - started, json.loads(result.stdout)
+        seconds = time.perf_counter() - started
+        report = json.loads(result.stdout)
+        report["cli_launched_at"] = launched.isoformat()
+        report["cli_exited_at"] = datetime.now().astimezone().isoformat()
+        return seconds, report
 
     def close(self) -> None:
         for worker in self.workers:
@@ -356,6 +366,33 @@ class Tenantctl:
             client.close()
 
 
+def cpu_per_tenant(
+    during: dict[str, float], after: dict[str, float], tenants: int, **names: str
+) -> dict[str, float]:
+    """CPU milliseconds per tenant: machine, PostgreSQL (read after the phase's connections closed), the
+    coordinator CLI (a reaped subprocess) and the watched processes, renamed by ``names``."""
+    ms = {
+        "machine": during["machine"],
+        "postgresql": after["postgresql"],
+        "coordinator_cli": during["reaped_subprocesses"],
+        **{label: during[key] for label, key in names.items()},
+    }
+    return {k: round(v * 1000 / tenants, 1) for k, v in ms.items()}
+
+
+def cli_split(report: dict[str, Any]) -> dict[str, float]:
+    """The CLI's seconds before the rollout was created (start, imports, preflight reads, planning) and
+    after it finished (noticing it, the final report)."""
+    if not report.get("finished_at") or "cli_launched_at" not in report:
+        return {}
+    at = {k: datetime.fromisoformat(report[k]) for k in ("cli_launched_at", "created_at", "finished_at")}
+    exited = datetime.fromisoformat(report["cli_exited_at"])
+    return {
+        "cli_before_rollout_s": round((at["created_at"] - at["cli_launched_at"]).total_seconds(), 3),
+        "cli_after_rollout_s": round((exited - at["finished_at"]).total_seconds(), 3),
+    }
+
+
 def span_s(report: dict[str, Any]) -> float | None:
     if not report.get("finished_at"):
         return None
@@ -386,7 +423,7 @@ async def _noop_in_process(tctl: Tenantctl, concurrency: int, n: int) -> float:
     from orchestrator.models import Command, Selector
 
     settings = tctl.settings(read_concurrency=concurrency)
-    async with Store(tctl.control_url) as store:
+    async with Store(tctl.control_url, pooled=True, pre_ping=False) as store:
         started = time.perf_counter()
         rid = await coordinator.rollout(
             settings,
@@ -542,22 +579,33 @@ class Bench:
         )
 
     def phase_api(self) -> dict[str, Any]:
+        meter = CpuMeter()
         seconds = api_loop(self.tenant_urls, self.workdir)
-        return self._migrated("api", len(self.tenant_urls), seconds, self.tenant_urls)
+        n = len(self.tenant_urls)
+        cpu = cpu_per_tenant(during := meter.read(), during, n)
+        return self._migrated("api", n, seconds, self.tenant_urls, cpu_ms_per_tenant=cpu)
 
     def phase_raw(self) -> dict[str, Any]:
         script = offline_sql(self.tenant_urls[0])
         (self.workdir / "upgrade.sql").write_text(script)
+        meter = CpuMeter()
         seconds = raw_floor(self.tenant_urls, script, self.args.raw_concurrency)
+        n = len(self.tenant_urls)
+        cpu = cpu_per_tenant(during := meter.read(), during, n)
         return self._migrated(
-            "raw", len(self.tenant_urls), seconds, self.tenant_urls, concurrency=self.args.raw_concurrency
+            "raw", n, seconds, self.tenant_urls, concurrency=self.args.raw_concurrency, cpu_ms_per_tenant=cpu
         )
 
     def phase_celery(self) -> dict[str, Any]:
         assert self.tctl is not None
         queue = self.tctl.new_queue()
-        worker = self.tctl.start_worker(queue, self.args.celery_children, "rollout")
+        a = self.args
+        workers = [
+            self.tctl.start_worker(queue, a.celery_children, f"rollout{i}", a.celery_pool)
+            for i in range(a.celery_workers)
+        ]
         try:
+            meter = CpuMeter([p for w in workers for p in (w.proc.pid, *w.children())])
             seconds, report = self.tctl.rollout(
                 "upgrade",
                 "head",
@@ -567,12 +615,15 @@ class Bench:
                 str(self.args.celery_parallel),
                 env=self.tctl.env(queue),
             )
+            during = meter.read()
         finally:
-            worker.stop()
+            for w in workers:
+                w.stop()
         n = len(self.tenant_urls)
+        cpu = cpu_per_tenant(during, meter.read(), n, workers="watched")
         expect(report, "succeeded", n, "celery rollout")
         span = span_s(report)
-        workers = sorted({t["worker"] for t in report["tenants"]})
+        distinct = sorted({t["worker"] for t in report["tenants"]})
         return self._migrated(
             "celery",
             n,
@@ -581,13 +632,18 @@ class Bench:
             rollout_span_s=span,
             rollout_span_tenants_per_s=round(n / span, 2) if span else None,
             parallel=self.args.celery_parallel,
-            worker_children=self.args.celery_children,
-            distinct_workers=len(workers),
+            worker_children=a.celery_children,
+            worker_processes=a.celery_workers,
+            worker_pool=a.celery_pool,
+            distinct_workers=len(distinct),
+            cpu_ms_per_tenant=cpu,
+            **cli_split(report),
             **durations(report),
         )
 
     def phase_inprocess(self) -> dict[str, Any]:
         assert self.tctl is not None
+        meter = CpuMeter()
         seconds, report = self.tctl.rollout(
             "upgrade",
             "head",
@@ -598,6 +654,7 @@ class Bench:
             env=self.tctl.env(),
         )
         n = len(self.tenant_urls)
+        cpu = cpu_per_tenant(during := meter.read(), during, n)
         expect(report, "succeeded", n, "in-process rollout")
         span = span_s(report)
         return self._migrated(
@@ -608,6 +665,8 @@ class Bench:
             rollout_span_s=span,
             rollout_span_tenants_per_s=round(n / span, 2) if span else None,
             parallel=self.args.inprocess_parallel,
+            cpu_ms_per_tenant=cpu,
+            **cli_split(report),
             **durations(report),
         )
 
@@ -774,6 +833,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--read-concurrency", type=int, default=32, help="TENANTCTL_READ_CONCURRENCY (32)")
     p.add_argument("--celery-parallel", type=int, default=4, help="--parallel of the Celery rollout (4)")
     p.add_argument("--celery-children", type=int, default=2, help="worker -c of the Celery rollout (2)")
+    p.add_argument("--celery-workers", type=int, default=1, help="worker processes of the Celery rollout (1)")
+    p.add_argument(
+        "--celery-pool", default="prefork", choices=("prefork", "solo"), help="worker --pool (prefork)"
+    )
     p.add_argument("--inprocess-parallel", type=int, default=2)
     p.add_argument("--redis", default=os.environ.get("TENANTCTL_BENCH_REDIS", "redis://127.0.0.1:6379"))
     p.add_argument("--skip", action="append", default=[], choices=PHASES, help="skip a phase (repeatable)")
