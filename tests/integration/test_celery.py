@@ -139,7 +139,8 @@ def test_worker_killed_mid_migration_is_reaped_and_retried(
         30,
         "a running run",
     )
-    assert tenant_revision(url) == "s001"  # s002 is sleeping inside its transaction
+    # the run is claimed before the tenant is touched: wait for s001, then s002 sleeps in its transaction
+    wait_for(lambda: tenant_revision(url) == "s001", 30, "s001 committed")
     pid = int(running[0].worker.rsplit(":", 1)[1])  # type: ignore[index]
     assert pid in worker.children()
     os.kill(pid, signal.SIGKILL)
