@@ -23,7 +23,7 @@ from .settings import Settings
 log = logging.getLogger("tenantctl.runs")
 
 Send = Callable[[Sequence[Dispatch]], int]
-TAIL_POLL = 0.1  # seconds between progress reads once nothing of the rollout is left queued
+TAIL_POLL = 0.1  # seconds between progress reads once no more than two rounds of runs are left
 
 
 async def claim(
@@ -174,6 +174,6 @@ async def follow(
             return
         if tick is not None:
             await tick()
-        # the last runs are in flight: look more often, so the end is seen (and the CLI exits) sooner
-        queued = counts.get(RunStatus.QUEUED, 0)
-        await asyncio.sleep(poll_interval if queued else min(poll_interval, TAIL_POLL))
+        # the last runs are under way: look more often, so the end is seen (and the CLI exits) sooner
+        left = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
+        await asyncio.sleep(poll_interval if left > 2 * rollout.parallel else min(poll_interval, TAIL_POLL))
