@@ -71,7 +71,7 @@ def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
 
 
 _CONNECT: ContextVar[dict[str, Any]] = ContextVar("tenantctl_connect")
-_SERVER_ENGINES: dict[tuple[str | None, int | None], sa.Engine] = {}
+_SERVER_ENGINES: dict[str, sa.Engine] = {}
 
 
 def _server_engine(url: URL) -> sa.Engine:
@@ -81,11 +81,15 @@ def _server_engine(url: URL) -> sa.Engine:
     runs SQLAlchemy's first-connect initialisation (server version, default schema, isolation level
     queries) on every tenant. The Engine keeps no connection (NullPool); each one is opened with the
     parameters of the tenant being migrated (``_CONNECT``: database, user, password, timeouts), so only
-    what is the same for every database of a server (its version, its dialect settings) is shared."""
-    key = (url.host, url.port)
+    what is the same for every database of a server (its version, its dialect settings) is shared.
+    Its own URL names the server only (no database, user or password): an ``env.py`` that looks at
+    ``connection.engine.url`` finds no other tenant there; the tenant is in ``-x url=`` and ``-x tenant=``."""
+    tenant = sync_url(url)
+    server = URL.create(tenant.drivername, host=tenant.host, port=tenant.port, query=tenant.query)
+    key = server.render_as_string(hide_password=False)
     engine = _SERVER_ENGINES.get(key)
     if engine is None:
-        engine = sa.create_engine(sync_url(url), poolclass=NullPool)
+        engine = sa.create_engine(server, poolclass=NullPool)
 
         @event.listens_for(engine, "do_connect")
         def _tenant(_dialect: Any, _record: Any, _cargs: list[Any], cparams: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -95,6 +96,41 @@ def test_env_reading_only_the_shared_connection(
     down = harness.rollout(Command.DOWNGRADE, "-2")
     assert {t["to_revision"] for t in down["tenants"]} == {"0002"}
     assert [tenant_revision(u) for u in urls] == ["0002"] * 3
+
+
+def test_tenants_of_one_server_share_an_engine_yet_each_gets_its_own_database(
+    tenant_dbs: Callable[[int], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process keeps one Engine per database server: each connection must still reach its own tenant,
+    and what env.py sees as the Engine's URL must name no tenant's database or password."""
+    from sqlalchemy.engine import make_url
+
+    from orchestrator import unit
+    from orchestrator.models import RunStatus, UnitJob
+
+    log = tmp_path / "engines.txt"
+    monkeypatch.setenv("TENANTCTL_TEST_ENGINE_LOG", str(log))
+    urls = tenant_dbs(3)
+    ini = str(FIXTURE_ENVS / "connection_only" / "alembic.ini")
+    for i, url in enumerate(urls):
+        secret = url.replace("postgresql://postgres@", f"postgresql://postgres:pw-secret-{i}@", 1)
+        job = UnitJob(
+            run_id=i,
+            tenant_id=f"t{i}",
+            command=Command.UPGRADE,
+            target="head",
+            url=secret,
+            schema=None,
+            alembic_config=ini,
+        )
+        result = unit.run_unit(job)
+        assert result.status is RunStatus.SUCCEEDED, result.error_message
+        assert result.to_revision == "0004" == tenant_revision(url)
+    seen = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    assert [database for database, _ in seen] == [make_url(u).database for u in urls]
+    assert len({engine_url for _, engine_url in seen}) == 1, "one Engine for the server"
+    assert not any(make_url(u).database in seen[0][1] for u in urls)
+    assert "pw-secret" not in log.read_text()
 
 
 def test_several_heads_refused_before_touching_anything(
