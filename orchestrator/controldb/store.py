@@ -400,34 +400,15 @@ class Store:
             ).all()
         return [(int(r.id), str(r.tenant_id)) for r in rows]
 
-    async def claim(self, run_id: int, attempt: int, worker: str, lease_s: float) -> bool:
-        """Compare-and-set a queued run to running; run id and attempt are the fencing token.
-
-        A duplicated or redelivered message finds the run claimed or finished and gets False.
-        """
-        now = utcnow()
-        async with self._tx() as conn:
-            result = await conn.execute(
-                tenant_runs.update()
-                .where(
-                    tenant_runs.c.id == run_id,
-                    tenant_runs.c.attempt == attempt,
-                    tenant_runs.c.status == RunStatus.QUEUED.value,
-                )
-                .values(
-                    status=RunStatus.RUNNING.value,
-                    started_at=now,
-                    worker=worker,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                )
-            )
-        return result.rowcount == 1
-
     async def claim_context(
         self, run_id: int, attempt: int, worker: str, lease_s: float
     ) -> tuple[TenantRun, Rollout, Tenant | None] | None:
-        """:meth:`claim` and :meth:`run_context` in one transaction (what a worker does first for every
-        task): None when the claim fails; the tenant is None when it was removed meanwhile."""
+        """Claim a queued run for a worker and read what its job needs (the run, its rollout and tenant),
+        in one transaction: what a worker does first for every task.
+
+        The claim is a compare-and-set, run id and attempt as the fencing token: a duplicated or
+        redelivered message finds the run claimed or finished and gets None. The tenant is None when it
+        was removed from the registry meanwhile."""
         now = utcnow()
         async with self._tx() as conn:
             row = (
