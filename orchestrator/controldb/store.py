@@ -7,6 +7,7 @@ PostgreSQL (asyncpg) and on SQLite (aiosqlite), the embedded default.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -20,8 +21,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -78,6 +79,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """SQLAlchemy's pre-ping, only for connections that sat idle in the pool longer than ``idle_s``:
+    a failed ping makes the pool discard the connection and open another (DisconnectionError)."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"control database connection lost while idle: {exc}") from exc
+
+
 @dataclass(frozen=True, kw_only=True)
 class ImportCounts:
     created: int
@@ -88,24 +108,26 @@ class ImportCounts:
 class Store:
     """The control database. Use as ``async with Store(url) as store``."""
 
-    def __init__(self, url: str, *, pooled: bool = False, pre_ping: bool | None = None) -> None:
+    def __init__(
+        self, url: str, *, pooled: bool = False, pre_ping: bool | None = None, idle_ping: float = 5.0
+    ) -> None:
         """``pooled``: keep connections between calls, within one event loop (a CLI command, a worker
-        process); else one connection per call. ``pre_ping`` (default: as ``pooled``) checks a pooled
-        connection before use: long-lived workers want it, a CLI command that lives seconds does not.
-        Connecting costs more than the query (SQLAlchemy sets asyncpg's type codecs on every new
-        connection): a no-op rollout spent a tenth of a second connecting five times at its end."""
+        process); else one connection per call. Connecting costs more than the query (SQLAlchemy sets
+        asyncpg's type codecs on every new connection): a no-op rollout spent a tenth of a second
+        connecting five times at its end. ``pre_ping`` (default: as ``pooled``): a pooled connection
+        idle for more than ``idle_ping`` seconds is checked before use, and replaced if the server
+        dropped it (long-lived workers want that; a CLI command that lives seconds does not). One left
+        idle for less is used as is: pinging before every transaction was two round trips per task."""
         self._display = mask_text(url)
         try:
-            options: dict[str, Any] = (
-                {"pool_pre_ping": pooled if pre_ping is None else pre_ping}
-                if pooled
-                else {"poolclass": NullPool}
-            )
+            options: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
             self._engine: AsyncEngine = create_async_engine(async_url(url), **options)
         except (SQLAlchemyError, ValueError) as exc:
             raise ControlDBError(f"invalid control database URL {self._display}") from exc
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        if pooled and (pooled if pre_ping is None else pre_ping):
+            _ping_when_idle(self._engine.sync_engine, idle_ping)
 
     async def __aenter__(self) -> Store:
         return self

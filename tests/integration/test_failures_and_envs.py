@@ -164,3 +164,36 @@ def test_shipped_env_also_runs_under_plain_alembic(tenant_dbs: Callable[[int], l
     ]
     subprocess.run([*cmd, "upgrade", "head"], check=True, capture_output=True)
     assert tenant_revision(url, "acme") == "0004"
+
+
+@pytest.mark.parametrize("pre_ping", [True, False])
+def test_pooled_store_replaces_a_connection_dropped_while_idle(control_url: str, pre_ping: bool) -> None:
+    """A worker's pooled control-DB connection that the server dropped while it sat idle (a restart, an
+    idle timeout) is replaced before use; without the idle ping the next call fails (the control)."""
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+
+    from orchestrator.controldb.store import Store
+    from orchestrator.exceptions import ControlDBError
+
+    database = make_url(control_url).database
+    admin = control_url.replace("postgresql+asyncpg://", "postgresql://", 1).rsplit("/", 1)[0] + "/postgres"
+
+    async def go() -> None:
+        async with Store(control_url, pooled=True, pre_ping=pre_ping, idle_ping=0.05) as store:
+            await store.list_tenants()
+            with psycopg.connect(admin, autocommit=True) as conn:
+                killed = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                    [database],
+                ).fetchone()
+            assert killed is not None and killed[0] >= 1
+            await asyncio.sleep(0.2)
+            if pre_ping:
+                assert await store.list_tenants() == []
+            else:
+                with pytest.raises(ControlDBError):
+                    await store.list_tenants()
+
+    asyncio.run(go())
