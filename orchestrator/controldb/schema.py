@@ -72,6 +72,7 @@ tenant_runs = sa.Table(
     sa.Index(None, "rollout_id", "status"),
     sa.Index(None, "tenant_id", "id"),
     sa.Index(None, "status", "lease_expires_at"),
+    sa.Index(None, "status", "dispatched_at"),
 )
 
 audits = sa.Table(
