@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from .settings import Settings
 log = logging.getLogger("tenantctl.runs")
 
 Send = Callable[[Sequence[Dispatch]], int]
-TAIL_POLL = 0.1  # seconds between progress reads once no more than two rounds of runs are left
+TAIL_POLL = 0.1  # the shortest wait between two progress reads
 
 
 async def claim(
@@ -161,6 +162,7 @@ async def follow(
     rollout = await store.get_rollout(rollout_id)
     seen = {r.id for r in await store.rollout_runs(rollout_id) if r.status.terminal}
     since = rollout.created_at - timedelta(seconds=1)
+    started, already = time.monotonic(), len(seen)
     while True:
         for run in await store.runs_finished_since(rollout_id, since):
             if run.id not in seen:
@@ -174,6 +176,15 @@ async def follow(
             return
         if tick is not None:
             await tick()
-        # the last runs are under way: look more often, so the end is seen (and the CLI exits) sooner
         left = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
-        await asyncio.sleep(poll_interval if left > 2 * rollout.parallel else min(poll_interval, TAIL_POLL))
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(next_poll(poll_interval, left, (len(seen) - already) / elapsed if elapsed else 0))
+
+
+def next_poll(poll_interval: float, left: int, per_second: float) -> float:
+    """Seconds to the next progress read: the poll interval, or sooner when the runs left should be done
+    before it at the rate seen so far, so the end is noticed (and the CLI exits) soon after it comes;
+    never more often than TAIL_POLL."""
+    if per_second <= 0:
+        return poll_interval
+    return max(TAIL_POLL, min(poll_interval, left / per_second))

@@ -138,3 +138,12 @@ def test_gated() -> None:
     assert not gated(Policy()) and not gated(Policy(lock_timeout=3, task_timeout=9))
     assert gated(Policy(canary=1)) and gated(Policy(batch_size=5)) and gated(Policy(max_failures=1))
     assert gated(Policy(max_failure_rate=0.0)) and gated(Policy(canary_tag="beta"))
+
+
+def test_next_poll_comes_sooner_when_the_runs_left_should_be_done_before_it() -> None:
+    from orchestrator.runs import TAIL_POLL, next_poll
+
+    assert next_poll(0.5, 100, 40.0) == 0.5  # 2.5 s of work left: the usual interval
+    assert next_poll(0.5, 11, 44.0) == pytest.approx(0.25)  # done in a quarter second: look then
+    assert next_poll(0.5, 1, 50.0) == TAIL_POLL  # never more often than the tail poll
+    assert next_poll(0.5, 5, 0.0) == 0.5  # no rate yet
