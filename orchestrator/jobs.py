@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from . import scripts
-from .controldb.store import Store
 from .models import Rollout, Tenant, TenantRun, UnitJob
 from .registry import connection_url
 from .secrets import SecretBox
@@ -52,7 +51,3 @@ def job_from(
     """The job of a claimed run, its URL resolved here (in the worker), never carried by a message."""
     url = connection_url(tenant, secret_box(settings), environ)
     return build_job(settings, run_id=run.id, tenant=tenant, rollout=rollout, url=url)
-
-
-async def job_for_run(store: Store, settings: Settings, run_id: int, environ: Mapping[str, str]) -> UnitJob:
-    return job_from(settings, *await store.run_context(run_id), environ)
