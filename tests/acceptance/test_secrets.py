@@ -42,7 +42,7 @@ def test_password_appears_nowhere(harness: Harness, tenant_dbs: Callable[[int], 
 
     report = json.loads(status_json.stdout)
     failed = next(t for t in report["tenants"] if t["tenant"] == "p1")
-    assert "poisoned tenant at postgresql+psycopg://postgres:***@" in failed["error"]
+    assert "poisoned tenant at postgresql://postgres:***@" in failed["error"]
     assert tenant_revision(urls[0]) == "f003"
     shown = json.loads(outputs[4].stdout)
     assert shown["url"].startswith("postgresql://postgres:***@")
