@@ -393,6 +393,18 @@ def cli_split(report: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def rollout_figures(report: dict[str, Any], tenants: int) -> dict[str, Any]:
+    """What both executors' phases say of their rollout: created→finished, the CLI's time around it, and
+    the unit times."""
+    span = span_s(report)
+    return {
+        "rollout_span_s": span,
+        "rollout_span_tenants_per_s": round(tenants / span, 2) if span else None,
+        **cli_split(report),
+        **durations(report),
+    }
+
+
 def span_s(report: dict[str, Any]) -> float | None:
     if not report.get("finished_at"):
         return None
@@ -622,23 +634,19 @@ class Bench:
         n = len(self.tenant_urls)
         cpu = cpu_per_tenant(during, meter.read(), n, workers="watched")
         expect(report, "succeeded", n, "celery rollout")
-        span = span_s(report)
         distinct = sorted({t["worker"] for t in report["tenants"]})
         return self._migrated(
             "celery",
             n,
             seconds,
             self.tenant_urls,
-            rollout_span_s=span,
-            rollout_span_tenants_per_s=round(n / span, 2) if span else None,
             parallel=self.args.celery_parallel,
             worker_children=a.celery_children,
             worker_processes=a.celery_workers,
             worker_pool=a.celery_pool,
             distinct_workers=len(distinct),
             cpu_ms_per_tenant=cpu,
-            **cli_split(report),
-            **durations(report),
+            **rollout_figures(report, n),
         )
 
     def phase_inprocess(self) -> dict[str, Any]:
@@ -656,18 +664,14 @@ class Bench:
         n = len(self.tenant_urls)
         cpu = cpu_per_tenant(during := meter.read(), during, n)
         expect(report, "succeeded", n, "in-process rollout")
-        span = span_s(report)
         return self._migrated(
             "inprocess",
             n,
             seconds,
             self.tenant_urls,
-            rollout_span_s=span,
-            rollout_span_tenants_per_s=round(n / span, 2) if span else None,
             parallel=self.args.inprocess_parallel,
             cpu_ms_per_tenant=cpu,
-            **cli_split(report),
-            **durations(report),
+            **rollout_figures(report, n),
         )
 
     def phase_noop(self) -> dict[str, Any]:
