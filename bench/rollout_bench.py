@@ -68,6 +68,7 @@ SECRET_KEY = "bench-secret-key"
 PASSWORD = "bench-pw"  # trust auth ignores it; stored encrypted, so workers pay for decryption
 REDIS_DB = 14
 HEAD = "0004"
+UPGRADE_ALL = ("upgrade", "head", "--tag", "rollout", "--parallel")  # + the phase's parallelism
 
 
 # -- tenants ---------------------------------------------------------------------------------------
@@ -618,15 +619,8 @@ class Bench:
         ]
         try:
             meter = CpuMeter([p for w in workers for p in (w.proc.pid, *w.children())])
-            seconds, report = self.tctl.rollout(
-                "upgrade",
-                "head",
-                "--tag",
-                "rollout",
-                "--parallel",
-                str(self.args.celery_parallel),
-                env=self.tctl.env(queue),
-            )
+            env = self.tctl.env(queue)
+            seconds, report = self.tctl.rollout(*UPGRADE_ALL, str(a.celery_parallel), env=env)
             during = meter.read()
         finally:
             for w in workers:
@@ -640,7 +634,7 @@ class Bench:
             n,
             seconds,
             self.tenant_urls,
-            parallel=self.args.celery_parallel,
+            parallel=a.celery_parallel,
             worker_children=a.celery_children,
             worker_processes=a.celery_workers,
             worker_pool=a.celery_pool,
@@ -653,13 +647,7 @@ class Bench:
         assert self.tctl is not None
         meter = CpuMeter()
         seconds, report = self.tctl.rollout(
-            "upgrade",
-            "head",
-            "--tag",
-            "rollout",
-            "--parallel",
-            str(self.args.inprocess_parallel),
-            env=self.tctl.env(),
+            *UPGRADE_ALL, str(self.args.inprocess_parallel), env=self.tctl.env()
         )
         n = len(self.tenant_urls)
         cpu = cpu_per_tenant(during := meter.read(), during, n)

@@ -124,12 +124,19 @@ async def settle(store: Store, settings: Settings, rollout_id: int, result: Unit
         result, rollout_id, settings.per_host_limit, settings.redispatch_after, _plain_wave
     )
     if chosen is None:
-        sent = await dispatch_more(store, settings, rollout_id, send, rollout)
-    else:
-        sent = send(chosen) if chosen else 0
-    if not sent:  # runs just sent are queued, so the rollout cannot be done: asking would cost queries
+        await keep_moving(store, settings, rollout_id, send, rollout)
+    elif not (chosen and send(chosen)):
         await close_if_done(store, settings, rollout_id)
     return written
+
+
+async def keep_moving(
+    store: Store, settings: Settings, rollout_id: int, send: Send, rollout: Rollout | None = None
+) -> None:
+    """Send what the caps allow now; when nothing was sent, close the rollout if nothing is left (runs
+    just sent are queued, so it cannot be done: asking would cost queries)."""
+    if not await dispatch_more(store, settings, rollout_id, send, rollout):
+        await close_if_done(store, settings, rollout_id)
 
 
 async def dispatch_more(

@@ -249,25 +249,20 @@ class _ProcessWatch:
 
     MAX_AGE = 0.5
     _current: tuple[tuple[str, int], RolloutWatch] | None = None
-    _last: tuple[tuple[str, int], float, str | None] | None = None
 
     def __init__(self, control_url: str, rollout_id: int) -> None:
         self.key = (control_url, rollout_id)
 
     def state(self, max_age: float = 0.0) -> str | None:
-        last = _ProcessWatch._last
-        if max_age > 0 and last is not None and last[0] == self.key and time.monotonic() - last[1] < max_age:
-            return last[2]
         current = _ProcessWatch._current
         if current is None or current[0] != self.key:
             if current is not None:
                 current[1].close()
             current = _ProcessWatch._current = (self.key, RolloutWatch(*self.key))
-        state = current[1].state()
+        state = current[1].state(max_age)
         if state is None:
             current[1].close()
             _ProcessWatch._current = None
-        _ProcessWatch._last = (self.key, time.monotonic(), state)
         return state
 
     def running(self) -> bool:

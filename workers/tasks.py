@@ -54,8 +54,7 @@ def register(app: Celery, settings: Settings) -> None:
         rt = runtime(settings)
         job = rt.run(runs.claim(rt.store, settings, run_id, attempt, worker_id(), os.environ))
         if job is None:  # a duplicate, or a run that could not start: keep the rollout moving
-            if not rt.run(runs.dispatch_more(rt.store, settings, rollout_id, send)):
-                rt.run(runs.close_if_done(rt.store, settings, rollout_id))
+            rt.run(runs.keep_moving(rt.store, settings, rollout_id, send))
             return "duplicate"
         with rt.heartbeat.holding(run_id):
             result = run_unit(job)

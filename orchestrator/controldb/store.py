@@ -109,12 +109,12 @@ class Store:
     """The control database. Use as ``async with Store(url) as store``."""
 
     def __init__(
-        self, url: str, *, pooled: bool = False, pre_ping: bool | None = None, idle_ping: float = 5.0
+        self, url: str, *, pooled: bool = False, pre_ping: bool = True, idle_ping: float = 5.0
     ) -> None:
         """``pooled``: keep connections between calls, within one event loop (a CLI command, a worker
         process); else one connection per call. Connecting costs more than the query (SQLAlchemy sets
         asyncpg's type codecs on every new connection): a no-op rollout spent a tenth of a second
-        connecting five times at its end. ``pre_ping`` (default: as ``pooled``): a pooled connection
+        connecting five times at its end. ``pre_ping`` (pooled only): a pooled connection
         idle for more than ``idle_ping`` seconds is checked before use, and replaced if the server
         dropped it (long-lived workers want that; a CLI command that lives seconds does not). One left
         idle for less is used as is: pinging before every transaction was two round trips per task."""
@@ -126,7 +126,7 @@ class Store:
             raise ControlDBError(f"invalid control database URL {self._display}") from exc
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
-        if pooled and (pooled if pre_ping is None else pre_ping):
+        if pooled and pre_ping:
             _ping_when_idle(self._engine.sync_engine, idle_ping)
 
     async def __aenter__(self) -> Store:
@@ -452,9 +452,20 @@ class Store:
             ).first()
             if row is None:
                 return None
-            ro = (await conn.execute(sa.select(rollouts).where(rollouts.c.id == row.rollout_id))).one()
-            tenant = (await conn.execute(sa.select(tenants).where(tenants.c.id == row.tenant_id))).first()
-        return self._run(row), self._rollout(ro), self._tenant(tenant) if tenant is not None else None
+            return (self._run(row), *await self._rollout_and_tenant(conn, row.rollout_id, row.tenant_id))
+
+    @classmethod
+    async def _read_rollout(cls, conn: AsyncConnection, rollout_id: int) -> Rollout:
+        row = (await conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id))).one()
+        return cls._rollout(row)
+
+    @classmethod
+    async def _rollout_and_tenant(
+        cls, conn: AsyncConnection, rollout_id: int, tenant_id: str
+    ) -> tuple[Rollout, Tenant | None]:
+        """A run's rollout and tenant (None when removed from the registry), read on ``conn``."""
+        tenant = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first()
+        return await cls._read_rollout(conn, rollout_id), cls._tenant(tenant) if tenant is not None else None
 
     async def mark_running(self, run_id: int, worker: str) -> bool:
         """Claim a queued run for the in-process executor (no lease: the coordinator is its owner)."""
@@ -525,9 +536,7 @@ class Store:
         with the whole policy); one transaction instead of four per task."""
         async with self._tx() as conn:
             written = await self._record(conn, result, fenced=True)
-            rollout = self._rollout(
-                (await conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id))).one()
-            )
+            rollout = await self._read_rollout(conn, rollout_id)
             wave = wave_of(rollout)
             chosen = (
                 None
@@ -693,11 +702,10 @@ class Store:
             row = (await conn.execute(sa.select(tenant_runs).where(tenant_runs.c.id == run_id))).first()
             if row is None:
                 raise UnknownRollout(f"run {run_id}")
-            ro = (await conn.execute(sa.select(rollouts).where(rollouts.c.id == row.rollout_id))).one()
-            tenant = (await conn.execute(sa.select(tenants).where(tenants.c.id == row.tenant_id))).first()
+            rollout, tenant = await self._rollout_and_tenant(conn, row.rollout_id, row.tenant_id)
         if tenant is None:
             raise UnknownTenant(row.tenant_id)
-        return self._run(row), self._rollout(ro), self._tenant(tenant)
+        return self._run(row), rollout, tenant
 
     async def expired_leases(self) -> list[TenantRun]:
         """Running runs whose worker stopped renewing its lease."""

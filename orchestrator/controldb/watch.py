@@ -3,6 +3,8 @@ worker process, over one small sync connection opened on first use (so a one-ste
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,8 +21,18 @@ class RolloutWatch:
         self._rollout_id = rollout_id
         self._engine: sa.Engine | None = None
         self._conn: Connection | None = None
+        self._last: tuple[float, str] | None = None
 
-    def state(self) -> str | None:
+    def state(self, max_age: float = 0.0) -> str | None:
+        """The rollout's state, or None when the control DB could not be read; a state read less than
+        ``max_age`` seconds ago is answered again without a query."""
+        if self._last is not None and time.monotonic() - self._last[0] < max_age:
+            return self._last[1]
+        value = self._read()
+        self._last = None if value is None else (time.monotonic(), value)
+        return value
+
+    def _read(self) -> str | None:
         try:
             if self._conn is None:
                 self._engine = sa.create_engine(self._url, poolclass=NullPool)
