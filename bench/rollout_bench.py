@@ -10,6 +10,11 @@
 (d) ``celery``: ``tenantctl upgrade head --parallel 4`` through Celery (Redis DB 14, a queue of its own)
     and one ``tenantctl worker -c 2`` (prefork), CLI end to end, interpreter start included;
 (e) ``inprocess``: ``tenantctl upgrade head --parallel 2`` with the in-process executor, end to end;
+(f) ``units``: a ceiling, tenantctl's unit of work alone (``run_unit``: lock, reads, Alembic over the
+    cached script directory and the shared Engine) per tenant in ``--ceiling-processes`` (2) spawned
+    processes, each over its share of the tenants, with no control DB, broker or coordinator;
+(g) ``alembic``: a lower ceiling still, the same processes running only Alembic (``run_alembic`` on a
+    connection of the shared Engine): what any orchestrator that runs Alembic per tenant could reach;
 ``noop``: ``tenantctl upgrade head`` over ``--noop-tenants`` tenants already at head (every one skipped)
     against reading ``alembic_version`` from each over asyncpg at the same concurrency (32);
 ``memory``: ``--memory-tasks`` Celery tasks (rollouts over ``--memory-tenants`` tenants: ``stamp 0003`` and
@@ -63,7 +68,7 @@ from .common import (
     write_results,
 )
 
-PHASES = ("shell", "api", "raw", "celery", "inprocess", "noop", "memory")
+PHASES = ("shell", "api", "raw", "celery", "inprocess", "units", "alembic", "noop", "memory")
 SECRET_KEY = "bench-secret-key"
 PASSWORD = "bench-pw"  # trust auth ignores it; stored encrypted, so workers pay for decryption
 REDIS_DB = 14
@@ -160,6 +165,62 @@ def _api_loop(urls: Sequence[str], ini: str, log_path: str) -> float:
 def api_loop(urls: Sequence[str], workdir: Path) -> float:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(_api_loop, list(urls), str(ALEMBIC_INI), str(workdir / "api.log")).result()
+
+
+def _ceiling_warm(ini: str) -> None:
+    """In a spawned child, before the clock starts: the imports and the script directory."""
+    from orchestrator import scripts
+    from orchestrator.unit import run_unit  # noqa: F401
+
+    scripts.load(ini)
+    time.sleep(1.0)  # busy, so the other warm-up goes to the other child
+
+
+def _ceiling_loop(urls: Sequence[str], ini: str, mode: str) -> tuple[float, float]:
+    """In a spawned child: ``mode`` "unit" runs tenantctl's unit of work (lock, reads, Alembic) per
+    tenant with no control DB; "alembic" runs only Alembic over the cached script directory and the
+    shared Engine. Returns (seconds, CPU seconds) of the loop."""
+    from sqlalchemy.engine import make_url
+
+    from orchestrator import scripts
+    from orchestrator.models import Command, RunStatus, UnitJob
+    from orchestrator.unit import _connect, alembic_config, run_alembic, run_unit
+
+    started, cpu = time.perf_counter(), time.process_time()
+    for url in urls:
+        job = UnitJob(
+            run_id=0,
+            tenant_id=url.rsplit("/", 1)[-1],
+            command=Command.UPGRADE,
+            target="head",
+            url=url,
+            schema=None,
+            alembic_config=ini,
+        )
+        if mode == "unit":
+            result = run_unit(job)
+            if result.status is not RunStatus.SUCCEEDED:
+                raise RuntimeError(f"unit failed: {result.error_message}")
+        else:
+            with _connect(job, make_url(url)) as conn:
+                run_alembic(alembic_config(job, conn), scripts.load(ini), Command.UPGRADE, "head")
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def ceiling(urls: Sequence[str], processes: int, mode: str) -> float:
+    """``processes`` spawned children share the tenants (each its own slice); the wall time of the
+    slowest loop after every child has warmed up."""
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        for warm in [pool.submit(_ceiling_warm, str(ALEMBIC_INI)) for _ in range(processes)]:
+            warm.result()
+        started = time.perf_counter()
+        loops = [
+            pool.submit(_ceiling_loop, list(urls[i::processes]), str(ALEMBIC_INI), mode)
+            for i in range(processes)
+        ]
+        for loop in loops:
+            loop.result()
+        return time.perf_counter() - started
 
 
 def offline_sql(url: str) -> str:
@@ -528,7 +589,7 @@ class Bench:
 
     def setup(self) -> None:
         a, dbs = self.args, self.dbs
-        migrating = {"shell", "api", "raw", "celery", "inprocess"} & set(self.phases)
+        migrating = {"shell", "api", "raw", "celery", "inprocess", "units", "alembic"} & set(self.phases)
         n_noop = max(
             a.noop_tenants if "noop" in self.phases else 0, a.memory_tenants if "memory" in self.phases else 0
         )
@@ -662,6 +723,21 @@ class Bench:
             **rollout_figures(report, n),
         )
 
+    def _ceiling(self, mode: str) -> dict[str, Any]:
+        meter = CpuMeter()
+        seconds = ceiling(self.tenant_urls, self.args.ceiling_processes, mode)
+        n = len(self.tenant_urls)
+        cpu = cpu_per_tenant(during := meter.read(), during, n)
+        return self._migrated(
+            mode, n, seconds, self.tenant_urls, processes=self.args.ceiling_processes, cpu_ms_per_tenant=cpu
+        )
+
+    def phase_units(self) -> dict[str, Any]:
+        return self._ceiling("unit")
+
+    def phase_alembic(self) -> dict[str, Any]:
+        return self._ceiling("alembic")
+
     def phase_noop(self) -> dict[str, Any]:
         assert self.tctl is not None
         urls = self.noop_urls[: self.args.noop_tenants]
@@ -728,9 +804,11 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
     """Rate ratios, from tenants and seconds (not from the rounded rates)."""
     out: dict[str, float] = {}
     rate = {
-        k: r[k]["tenants"] / r[k]["seconds"] for k in ("shell", "api", "raw", "celery", "inprocess") if k in r
+        k: r[k]["tenants"] / r[k]["seconds"]
+        for k in ("shell", "api", "raw", "celery", "inprocess", "units", "alembic")
+        if k in r
     }
-    for method in ("celery", "inprocess"):
+    for method in ("celery", "inprocess", "units", "alembic"):
         for base in ("shell", "api", "raw"):
             if method in rate and base in rate:
                 out[f"{method}/{base}"] = round(rate[method] / rate[base], 4)
@@ -754,6 +832,8 @@ def report(results: dict[str, Any]) -> str:
         "raw": "(c) raw floor: offline SQL over asyncpg",
         "celery": "(d) tenantctl, Celery",
         "inprocess": "(e) tenantctl, in-process",
+        "units": "(f) ceiling: tenantctl's unit alone",
+        "alembic": "(g) ceiling: cached Alembic alone",
     }
     m = results["phases"]
     lines.append(f"{'method':48} {'tenants':>7} {'seconds':>9} {'tenants/s':>10}  notes")
@@ -766,6 +846,8 @@ def report(results: dict[str, Any]) -> str:
             note = f"measured on a sample of {f['tenants']} of {f['sample_of']} tenants"
         elif key == "raw":
             note = f"{f['concurrency']} tenants at a time"
+        elif key in ("units", "alembic"):
+            note = f"{f['processes']} processes, no control DB, no broker"
         elif key in ("celery", "inprocess"):
             note = (
                 f"--parallel {f['parallel']}; CLI end to end; rollout created→finished "
@@ -830,6 +912,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--celery-pool", default="prefork", choices=("prefork", "solo"), help="worker --pool (prefork)"
     )
     p.add_argument("--inprocess-parallel", type=int, default=2)
+    p.add_argument(
+        "--ceiling-processes", type=int, default=2, help="processes of the (f) and (g) ceilings (2)"
+    )
     p.add_argument("--redis", default=os.environ.get("TENANTCTL_BENCH_REDIS", "redis://127.0.0.1:6379"))
     p.add_argument("--skip", action="append", default=[], choices=PHASES, help="skip a phase (repeatable)")
     p.add_argument("--output", default="rollout", help="results file name in bench/results/ (rollout)")
