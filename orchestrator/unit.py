@@ -13,6 +13,7 @@ the tenant, never assumed.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ from .exceptions import TenantctlError, TenantUnreachable
 from .failures import Stopped, UnitTimeout, backoff, classify, is_transient, timeout_in
 from .locking import file_lock, lock_key, pg_lock
 from .models import Command, ErrorClass, RunStatus, UnitJob, UnitResult
+from .planning import ALREADY_AT_TARGET
 from .revisions import quote_ident
 from .secrets import mask_text
 
@@ -284,9 +286,13 @@ class _Outcome:
         self.secrets = [s for s in (*job.secrets, make_url(job.url).password) if s]
 
     def result(
-        self, status: RunStatus, exc: BaseException | None = None, cls: ErrorClass | None = None
+        self,
+        status: RunStatus,
+        exc: BaseException | None = None,
+        cls: ErrorClass | None = None,
+        note: str | None = None,
     ) -> UnitResult:
-        message = tb = None
+        message, tb = note, None
         if exc is not None:
             message = mask_text(f"{exc.__class__.__name__}: {exc}".strip(), self.secrets)
             if not isinstance(exc, Stopped):
@@ -362,6 +368,9 @@ def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> Un
             heads = read_heads(conn, job.schema, job.version_table)
             if outcome.before is None:
                 outcome.before = heads
+                if _target(job).reached_by(heads):  # planned unread (or moved meanwhile): nothing to run
+                    outcome.after = heads
+                    return outcome.result(RunStatus.SKIPPED, note=ALREADY_AT_TARGET)
             outcome.after = heads
             try:
                 run_alembic(
@@ -386,6 +395,16 @@ def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> Un
                 raise
             outcome.after = read_heads(conn, job.schema, job.version_table)
             return outcome.result(RunStatus.SUCCEEDED)
+
+
+@functools.lru_cache(maxsize=32)
+def _resolved(config: str, command: Command, spec: str) -> scripts.Target:
+    return scripts.resolve(scripts.load(config), command, spec)
+
+
+def _target(job: UnitJob) -> scripts.Target:
+    """The job's target as the coordinator resolved it, once per process."""
+    return _resolved(job.alembic_config, job.command, job.target)
 
 
 def _read_after_abort(job: UnitJob, url: URL, backend: int | None) -> tuple[str, ...]:

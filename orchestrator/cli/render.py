@@ -40,6 +40,7 @@ class ProgressObserver:
         self.task: Any = None
         self.done = 0
         self.failed = 0
+        self.skipped = 0
 
     def __enter__(self) -> ProgressObserver:
         self.progress.start()
@@ -53,12 +54,13 @@ class ProgressObserver:
     ) -> None:
         self.done = done
         self.failed = len(failures)
+        self.skipped = skipped
         self.task = self.progress.add_task(
             f"rollout {rollout_id} {self.label}", total=max(total, 1), completed=done, detail=""
         )
         for tenant, message in failures:
             self.progress.console.print(f"[red]✗[/red] {tenant}: {message}", highlight=False)
-        self._refresh(skipped)
+        self._refresh()
 
     def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None:
         self.done += 1
@@ -66,12 +68,14 @@ class ProgressObserver:
             self.failed += 1
             first = error.splitlines()[0] if error else ""
             self.progress.console.print(f"[red]✗[/red] {tenant_id}: {first}", highlight=False)
+        elif status is RunStatus.SKIPPED:  # a unit found it there (planned unread, or moved meanwhile)
+            self.skipped += 1
         self._refresh()
 
-    def _refresh(self, skipped: int | None = None) -> None:
+    def _refresh(self) -> None:
         detail = f"[red]{self.failed} failed[/red]" if self.failed else ""
-        if skipped:
-            detail = f"{skipped} already at target " + detail
+        if self.skipped:
+            detail = f"{self.skipped} already at target " + detail
         self.progress.update(self.task, completed=self.done, detail=detail)
 
 

@@ -830,6 +830,22 @@ class Store:
             .subquery("latest")
         )
 
+    async def known_revisions(self) -> dict[str, tuple[str, ...]]:
+        """Where tenantctl last saw each tenant: the revision its latest succeeded or skipped run left it
+        at (both read from the tenant). Planning trusts it only to spare a read, never to skip a tenant."""
+        rank = sa.func.row_number().over(
+            partition_by=tenant_runs.c.tenant_id, order_by=tenant_runs.c.id.desc()
+        )
+        ranked = (
+            sa.select(tenant_runs.c.tenant_id, tenant_runs.c.to_revision, rank.label("run_rank"))
+            .where(tenant_runs.c.status.in_([RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value]))
+            .subquery("ranked")
+        )
+        query = sa.select(ranked.c.tenant_id, ranked.c.to_revision).where(ranked.c.run_rank == 1)
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return {t: tuple(sorted(rev.split(","))) if rev else () for t, rev in rows}
+
     async def rollout_runs(self, rollout_id: int) -> list[TenantRun]:
         """The latest attempt of every tenant of a rollout, by tenant id."""
         latest = self._latest_runs(rollout_id)

@@ -4,7 +4,6 @@ written to any tenant."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import time
@@ -16,26 +15,16 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from psycopg import sql
 
 from orchestrator.controldb.schema import metadata as control_metadata
 from tests.conftest import FIXTURE_ENVS, MIGRATIONS_INI, ROOT, DatabaseFactory
-from tests.support.harness import Harness
+from tests.support.harness import Harness, alembic
 
 UNREACHABLE = "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"
 MIGRATION_HINT = "the schema differs from the models at head"
-
-
-def alembic(url: str, verb: str, revision: str, schema: str | None = None) -> None:
-    """Run the shipped environment in this process, as `alembic -x url=… [-x schema=…] VERB REV`."""
-    x = [f"url={url}"] + ([f"schema={schema}"] if schema else [])
-    cfg = Config(str(MIGRATIONS_INI), cmd_opts=argparse.Namespace(x=x))
-    cfg.attributes["configure_logger"] = False
-    getattr(command, verb)(cfg, revision)
 
 
 def execute(url: str, *statements: str) -> None:

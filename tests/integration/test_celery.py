@@ -15,7 +15,7 @@ import redis
 
 from orchestrator.models import RunStatus
 from tests.conftest import FIXTURE_ENVS
-from tests.support.harness import tenant_revision
+from tests.support.harness import alembic, tenant_revision
 from tests.support.workers import wait_for
 
 Harness = Any  # the celery_harness fixture: Harness plus start_worker/broker/queue
@@ -48,6 +48,27 @@ def test_fifty_tenants_through_two_prefork_processes(
         assert by[f"t{i:02d}"]["to_revision"] == tenant_revision(url) == "0004"
     assert len({t["worker"] for t in report["tenants"]}) == 2, "both prefork children must have worked"
     assert "rollout" in result.stderr  # the same progress bar as in-process
+
+
+def test_a_worker_skips_a_tenant_planned_unread_that_is_already_there(
+    celery_harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    """Tenants tenantctl last saw behind get no preflight read: their task reads the revision under the
+    lock, and one found at the target is recorded skipped by the worker, the rollout still succeeding."""
+    h = celery_harness
+    urls = tenant_dbs(3)
+    _register(h, urls)
+    worker = h.start_worker(concurrency=2)
+    first = h.cli("upgrade", "0002", "--json")
+    assert first.returncode == 0, first.stderr + worker.text()[-2000:]
+    alembic(urls[1], "upgrade", "head")  # behind tenantctl's back
+    result = h.cli("upgrade", "head", "--json")
+    assert result.returncode == 0, result.stderr + worker.text()[-2000:]
+    by = {t["tenant"]: t for t in json.loads(result.stdout)["tenants"]}
+    assert by["t01"]["status"] == "skipped" and by["t01"]["note"] == "already at target"
+    assert by["t01"]["worker"] is not None
+    assert [by[t]["applied"] for t in ("t00", "t02")] == [["0003", "0004"]] * 2
+    assert {tenant_revision(u) for u in urls} == {"0004"}
 
 
 def test_duplicate_message_runs_the_migration_once(

@@ -8,7 +8,7 @@ import psycopg
 
 from orchestrator.models import Command, Selector
 from tests.conftest import DatabaseFactory
-from tests.support.harness import Harness, tenant_revision
+from tests.support.harness import Harness, alembic, tenant_revision
 
 HEAD = "0004"
 
@@ -103,3 +103,34 @@ def test_noop_rollout_skips_without_dispatch(
     noop = harness.rollout(Command.UPGRADE, "head")
     assert noop["counts"]["skipped"] == 5
     assert all(t["worker"] is None and t["duration_ms"] == 0 for t in noop["tenants"])
+
+
+def test_tenants_seen_behind_are_not_read_before_planning(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    """Where tenantctl itself last left a tenant short of the target, the plan queues it without a
+    preflight read; its unit reads the revision under the lock and, finding the tenant moved to the
+    target behind tenantctl's back, records it skipped (by a worker, not by the plan). A tenant never
+    seen, or seen at the target, is still read, and skipped by the plan."""
+    urls = tenant_dbs(4)
+    for i, url in enumerate(urls[:3]):
+        harness.register(f"k{i}", url)
+    first = harness.rollout(Command.UPGRADE, "0002")
+    assert first["counts"]["succeeded"] == 3
+    alembic(urls[1], "upgrade", "head")  # k1 moved behind tenantctl's back
+    harness.rollout(Command.UPGRADE, "head", Selector(tenants=("k2",)))  # k2 seen at head
+    alembic(urls[3], "upgrade", "head")
+    harness.register("new", urls[3])  # never seen, already at head
+
+    report = harness.rollout(Command.UPGRADE, "head")
+    by = {t["tenant"]: t for t in report["tenants"]}
+    assert report["state"] == "succeeded"
+    assert by["k0"]["status"] == "succeeded" and by["k0"]["applied"] == ["0003", HEAD]
+    assert by["k0"]["from_revision"] == "0002"
+    # planned unread: a unit found it at head, under its lock
+    assert by["k1"]["status"] == "skipped" and by["k1"]["note"] == "already at target"
+    assert by["k1"]["worker"] is not None and by["k1"]["from_revision"] == HEAD
+    # read before planning: skipped by the plan, no unit ran
+    for tid in ("k2", "new"):
+        assert by[tid]["status"] == "skipped" and by[tid]["worker"] is None, tid
+    assert {tenant_revision(u) for u in urls} == {HEAD}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -101,6 +102,20 @@ class Harness:
 
     def status(self, rollout_id: int | None = None) -> dict[str, Any]:
         return self.with_store(lambda store: coordinator.status(store, rollout_id))
+
+
+def alembic(url: str, verb: str, revision: str, schema: str | None = None) -> None:
+    """Run the shipped environment in this process, as `alembic -x url=… [-x schema=…] VERB REV`: a
+    tenant moved behind tenantctl's back."""
+    from alembic import command
+    from alembic.config import Config
+
+    from tests.conftest import MIGRATIONS_INI
+
+    x = [f"url={url}"] + ([f"schema={schema}"] if schema else [])
+    cfg = Config(str(MIGRATIONS_INI), cmd_opts=argparse.Namespace(x=x))
+    cfg.attributes["configure_logger"] = False
+    getattr(command, verb)(cfg, revision)
 
 
 def tenant_revision(url: str, schema: str | None = None, table: str = "alembic_version") -> str | None:

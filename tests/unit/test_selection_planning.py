@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.exceptions import EmptySelection, UnknownTenant, UserError
 from orchestrator.models import ErrorClass, Selector, Tenant
-from orchestrator.planning import ALREADY_AT_TARGET, plan
+from orchestrator.planning import ALREADY_AT_TARGET, known_behind, plan
 from orchestrator.revisions import RevisionRead
 from orchestrator.scripts import Target
 from orchestrator.selection import select
@@ -79,3 +79,29 @@ def test_base_target_reached_by_tenant_without_version_rows() -> None:
     reads = {"a": RevisionRead(tenant_id="a")}
     p = plan(FLEET[:1], reads, Target(spec="base", heads=()))
     assert p.skipped == [("a", None, ALREADY_AT_TARGET)]
+
+
+def test_tenants_seen_short_of_the_target_are_queued_unread() -> None:
+    """a was last seen at 0002: queued without a read, from there; b was seen at head and c never: both
+    are read, and only a live read skips (b)."""
+    head = Target(spec="head", heads=("0004",))
+    behind = known_behind(FLEET[:3], {"a": ("0002",), "b": ("0004",)}, head)
+    assert behind == {"a": ("0002",)}
+    reads = {
+        "b": RevisionRead(tenant_id="b", heads=("0004",), version_table=True),
+        "c": RevisionRead(tenant_id="c", heads=("0001",), version_table=True),
+    }
+    p = plan(FLEET[:3], reads, head, behind=behind)
+    assert p.queued == [("a", "0002"), ("c", "0001")]
+    assert p.skipped == [("b", "0004", ALREADY_AT_TARGET)]
+
+
+def test_known_base_is_behind_head_but_at_base() -> None:
+    known = {"a": ()}
+    assert known_behind(FLEET[:1], known, Target(spec="head", heads=("0004",))) == {"a": ()}
+    assert known_behind(FLEET[:1], known, Target(spec="base", heads=())) == {}
+    assert plan(FLEET[:1], {}, Target(spec="head", heads=("0004",)), behind={"a": ()}).queued == [("a", None)]
+
+
+def test_a_relative_target_reads_only_tenants_never_seen() -> None:
+    assert known_behind(FLEET[:2], {"a": ("0004",)}, Target(spec="-1", heads=None)) == {"a": ("0004",)}
