@@ -9,6 +9,9 @@
     BEGIN/COMMIT per revision, close);
 (d) ``celery``: ``tenantctl upgrade head --parallel 4`` through Celery (Redis DB 14, a queue of its own)
     and one ``tenantctl worker -c 2`` (prefork), CLI end to end, interpreter start included;
+``steady``: (d) again in steady use: before it (not timed) tenantctl itself takes the tenants to head and
+    back to base, so it knows where each stands and plans them without a preflight read; (d) proper
+    is the first contact, a control DB that has never seen these tenants (every one read first);
 (e) ``inprocess``: ``tenantctl upgrade head --parallel 2`` with the in-process executor, end to end;
 (f) ``units``: a ceiling, tenantctl's unit of work alone (``run_unit``: lock, reads, Alembic over the
     cached script directory and the shared Engine) per tenant in ``--ceiling-processes`` (2) spawned
@@ -68,7 +71,7 @@ from .common import (
     write_results,
 )
 
-PHASES = ("shell", "api", "raw", "celery", "inprocess", "units", "alembic", "noop", "memory")
+PHASES = ("shell", "api", "raw", "celery", "steady", "inprocess", "units", "alembic", "noop", "memory")
 SECRET_KEY = "bench-secret-key"
 PASSWORD = "bench-pw"  # trust auth ignores it; stored encrypted, so workers pay for decryption
 REDIS_DB = 14
@@ -589,7 +592,8 @@ class Bench:
 
     def setup(self) -> None:
         a, dbs = self.args, self.dbs
-        migrating = {"shell", "api", "raw", "celery", "inprocess", "units", "alembic"} & set(self.phases)
+        migrating = {"shell", "api", "raw", "celery", "steady", "inprocess", "units", "alembic"}
+        migrating &= set(self.phases)
         n_noop = max(
             a.noop_tenants if "noop" in self.phases else 0, a.memory_tenants if "memory" in self.phases else 0
         )
@@ -623,7 +627,7 @@ class Bench:
                 for i, n in enumerate(names)
             ]
         log(f"created {len(rows)} tenant databases in {time.perf_counter() - started:.1f}s")
-        if {"celery", "inprocess", "noop", "memory"} & set(self.phases):
+        if {"celery", "steady", "inprocess", "noop", "memory"} & set(self.phases):
             self.tctl = Tenantctl(dbs, self.workdir, a.redis)
             self.tctl.register(rows)
         if migrating:
@@ -671,27 +675,44 @@ class Bench:
         )
 
     def phase_celery(self) -> dict[str, Any]:
+        return self._celery("celery")
+
+    def phase_steady(self) -> dict[str, Any]:
+        return self._celery("steady")
+
+    def _celery(self, phase: str) -> dict[str, Any]:
+        """(d) as a first contact (the control DB has never seen these tenants: every one is read before
+        planning), or ``steady``: tenantctl itself took them to head and back to base (not timed), as in
+        steady use, so the plan queues them without a preflight read."""
         assert self.tctl is not None
         queue = self.tctl.new_queue()
         a = self.args
         workers = [
-            self.tctl.start_worker(queue, a.celery_children, f"rollout{i}", a.celery_pool)
+            self.tctl.start_worker(queue, a.celery_children, f"{phase}{i}", a.celery_pool)
             for i in range(a.celery_workers)
         ]
+        parallel = str(a.celery_parallel)
         try:
-            meter = CpuMeter([p for w in workers for p in (w.proc.pid, *w.children())])
             env = self.tctl.env(queue)
-            seconds, report = self.tctl.rollout(*UPGRADE_ALL, str(a.celery_parallel), env=env)
+            if phase == "steady":
+                for verb, rev in (("upgrade", "head"), ("downgrade", "base")):
+                    _, done = self.tctl.rollout(verb, rev, *UPGRADE_ALL[2:], parallel, env=env)
+                    expect(done, "succeeded", len(self.tenant_urls), f"steady-state {verb}")
+                check_at(self.tenant_urls, "", "steady-state downgrade")
+                reset(self.tenant_urls)  # the empty version table too: the same start as every method
+                check_at(self.tenant_urls, None, "steady-state reset")
+            meter = CpuMeter([p for w in workers for p in (w.proc.pid, *w.children())])
+            seconds, report = self.tctl.rollout(*UPGRADE_ALL, parallel, env=env)
             during = meter.read()
         finally:
             for w in workers:
                 w.stop()
         n = len(self.tenant_urls)
         cpu = cpu_per_tenant(during, meter.read(), n, workers="watched")
-        expect(report, "succeeded", n, "celery rollout")
+        expect(report, "succeeded", n, f"{phase} rollout")
         distinct = sorted({t["worker"] for t in report["tenants"]})
         return self._migrated(
-            "celery",
+            phase,
             n,
             seconds,
             self.tenant_urls,
@@ -805,10 +826,10 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     rate = {
         k: r[k]["tenants"] / r[k]["seconds"]
-        for k in ("shell", "api", "raw", "celery", "inprocess", "units", "alembic")
+        for k in ("shell", "api", "raw", "celery", "steady", "inprocess", "units", "alembic")
         if k in r
     }
-    for method in ("celery", "inprocess", "units", "alembic"):
+    for method in ("celery", "steady", "inprocess", "units", "alembic"):
         for base in ("shell", "api", "raw"):
             if method in rate and base in rate:
                 out[f"{method}/{base}"] = round(rate[method] / rate[base], 4)
@@ -818,7 +839,11 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-TARGETS = (("celery/shell", 9.0), ("celery/api", 1.5), ("celery/raw", 0.65))
+TARGETS = tuple(
+    (f"{method}/{base}", target)
+    for method in ("celery", "steady")
+    for base, target in (("shell", 9.0), ("api", 1.5), ("raw", 0.65))
+)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -830,7 +855,8 @@ def report(results: dict[str, Any]) -> str:
         "shell": "(a) shell loop of `alembic upgrade head`",
         "api": "(b) Alembic API, sequential, one process",
         "raw": "(c) raw floor: offline SQL over asyncpg",
-        "celery": "(d) tenantctl, Celery",
+        "celery": "(d) tenantctl, Celery, first contact",
+        "steady": "(d) tenantctl, Celery, steady state",
         "inprocess": "(e) tenantctl, in-process",
         "units": "(f) ceiling: tenantctl's unit alone",
         "alembic": "(g) ceiling: cached Alembic alone",
@@ -848,12 +874,12 @@ def report(results: dict[str, Any]) -> str:
             note = f"{f['concurrency']} tenants at a time"
         elif key in ("units", "alembic"):
             note = f"{f['processes']} processes, no control DB, no broker"
-        elif key in ("celery", "inprocess"):
+        elif key in ("celery", "steady", "inprocess"):
             note = (
                 f"--parallel {f['parallel']}; CLI end to end; rollout created→finished "
                 f"{f['rollout_span_s']:.2f}s = {f['rollout_span_tenants_per_s']}/s"
             )
-            if key == "celery":
+            if key in ("celery", "steady"):
                 note += f"; {f['worker_children']} worker children"
         lines.append(f"{label:48} {f['tenants']:>7} {f['seconds']:>9.2f} {f['tenants_per_s']:>10.2f}  {note}")
     if results["ratios"]:
