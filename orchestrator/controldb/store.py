@@ -47,6 +47,7 @@ from .schema import audit_findings, audits, rollouts, schema_checks, tenant_runs
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "tenantctl_version"
 DISPATCH_LOCK = 0x7E7A_C7_1D  # pg_advisory_xact_lock key serialising dispatchers
+KNOWN_RUNS = 200_000  # how far back planning looks for where tenantctl last saw a tenant
 TERMINAL = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.SKIPPED.value]
 
 
@@ -832,13 +833,20 @@ class Store:
 
     async def known_revisions(self) -> dict[str, tuple[str, ...]]:
         """Where tenantctl last saw each tenant: the revision its latest succeeded or skipped run left it
-        at (both read from the tenant). Planning trusts it only to spare a read, never to skip a tenant."""
+        at (both read from the tenant). Planning trusts it only to spare a read, never to skip a tenant.
+
+        Only the newest ``KNOWN_RUNS`` runs are looked at (a range of the primary key): over a million
+        runs the whole history took 0.6 s to sort; a tenant not in that window is simply read."""
         rank = sa.func.row_number().over(
             partition_by=tenant_runs.c.tenant_id, order_by=tenant_runs.c.id.desc()
         )
+        newest = sa.select(sa.func.max(tenant_runs.c.id)).scalar_subquery()
         ranked = (
             sa.select(tenant_runs.c.tenant_id, tenant_runs.c.to_revision, rank.label("run_rank"))
-            .where(tenant_runs.c.status.in_([RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value]))
+            .where(
+                tenant_runs.c.id > newest - KNOWN_RUNS,
+                tenant_runs.c.status.in_([RunStatus.SUCCEEDED.value, RunStatus.SKIPPED.value]),
+            )
             .subquery("ranked")
         )
         query = sa.select(ranked.c.tenant_id, ranked.c.to_revision).where(ranked.c.run_rank == 1)
