@@ -29,8 +29,9 @@ def known_behind(
 ) -> dict[str, tuple[str, ...]]:
     """The tenants tenantctl last saw short of the target (any tenant seen, for a relative target): they
     are queued without a preflight read. Their unit reads the revision under the tenant's lock anyway,
-    and records the tenant as skipped if it is at the target after all; a second connection per tenant
-    cost about 6 ms of machine CPU and 0.45 s before the first migration at 200 tenants (measured).
+    and records the tenant as skipped if it is at the target after all; the read, a second connection
+    per tenant, cost 3.8 ms of machine CPU per tenant (3.4 of it PostgreSQL's) and 0.48 s before the
+    first migration at 200 tenants (measured).
     Tenants never seen, or seen at the target, are read: a skip is only ever decided on a live read."""
     return {t.id: known[t.id] for t in tenants if t.id in known and not target.reached_by(known[t.id])}
 
