@@ -2,7 +2,9 @@
 
 Transient (retried within the attempt): lock timeout (SQLSTATE 55P03), deadlock (40P01), serialization
 failure (40001), and a connection that failed before the migration started. A failure in the
-migration's own SQL is never retried.
+migration's own SQL is never retried. A failure of tenantctl's own integration with ``env.py``
+(``EnvIntegrationError``, wherever it sits in the chain: env.py may wrap it) is ``internal``: neither
+the migration nor the user's settings are at fault, and retrying would fail the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import random
 
 from sqlalchemy.exc import DBAPIError
 
-from .exceptions import ConfigurationError, TenantLockTimeout, TenantUnreachable
+from .exceptions import ConfigurationError, EnvIntegrationError, TenantLockTimeout, TenantUnreachable
 from .models import ErrorClass
 
 TRANSIENT_SQLSTATES = {"55P03": "lock timeout", "40P01": "deadlock", "40001": "serialization failure"}
@@ -71,6 +73,8 @@ def classify(exc: BaseException) -> ErrorClass:
         return ErrorClass.UNREACHABLE
     if isinstance(exc, ConfigurationError):
         return ErrorClass.INVALID_CONFIG
+    if any(isinstance(e, EnvIntegrationError) for e in _chain(exc)):
+        return ErrorClass.INTERNAL
     if timeout_in(exc) is not None:
         return ErrorClass.TIMEOUT
     code = sqlstate(exc)

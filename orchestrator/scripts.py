@@ -3,6 +3,7 @@ that refuse a rollout before any tenant is touched."""
 
 from __future__ import annotations
 
+import configparser
 import functools
 import importlib.util
 import re
@@ -57,7 +58,7 @@ def load(path: str) -> ScriptDirectory:
     try:
         script = ScriptDirectory.from_config(Config(path))
         script.revision_map.heads  # noqa: B018 - parse every revision file now, report errors here
-    except (CommandError, SyntaxError, ImportError, KeyError, ValueError) as exc:
+    except (CommandError, SyntaxError, ImportError, KeyError, ValueError, configparser.Error) as exc:
         raise ConfigurationError(f"cannot load the Alembic scripts of {path}: {exc}") from exc
     return script
 

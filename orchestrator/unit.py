@@ -6,8 +6,9 @@ task. Alembic's ``context`` and ``op`` are process-global, so a process runs one
 The tenant reaches ``env.py`` three ways at once, so every common kind of ``env.py`` finds it:
 ``-x url=… schema=… tenant=…`` (``cmd_opts``, exactly as ``alembic -x`` passes them), ``sqlalchemy.url``
 (escaped for ConfigParser) and ``config.attributes["connection"]`` (a sync connection that also holds the
-tenant's migration lock). The revision recorded after the command, success or failure, is read back from
-the tenant, never assumed.
+tenant's migration lock; an ``env.py`` that opens its own from ``connection.engine``, as Alembic's
+cookbook does, reaches the same tenant). The revision recorded after the command, success or failure, is
+read back from the tenant, never assumed.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,12 +39,12 @@ from sqlalchemy.pool import NullPool
 
 from . import scripts
 from .controldb.watch import RolloutWatch
-from .exceptions import TenantctlError, TenantUnreachable
+from .exceptions import EnvIntegrationError, TenantctlError, TenantUnreachable
 from .failures import Stopped, UnitTimeout, backoff, classify, is_transient, timeout_in
 from .locking import file_lock, lock_key, pg_lock
 from .models import Command, ErrorClass, RunStatus, UnitJob, UnitResult
 from .planning import ALREADY_AT_TARGET
-from .revisions import quote_ident
+from .revisions import quote_ident, url_seconds
 from .secrets import mask_text
 
 log = logging.getLogger("tenantctl.unit")
@@ -72,8 +72,74 @@ def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-_CONNECT: ContextVar[dict[str, Any]] = ContextVar("tenantctl_connect")
+class _Tenancy:
+    """Which tenant this process's shared Engines connect to, for as long as a unit runs.
+
+    Process-wide, not a ContextVar: an ``env.py`` may open its own connection from
+    ``config.attributes["connection"].engine`` (an Alembic cookbook recipe), from a thread it starts or
+    an event loop it runs, and each of those must reach the unit's tenant. A process runs one unit at a
+    time (Alembic's ``context`` is process-global), so one slot is enough; a second tenant claiming it
+    meanwhile is refused rather than handed the first one's database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: tuple[str, str, dict[str, Any]] | None = None  # (server, tenant, connect params)
+        self._depth = 0
+        self._backends: list[int] = []
+
+    @contextmanager
+    def serving(self, server: str, tenant: str, params: dict[str, Any]) -> Iterator[None]:
+        with self._lock:
+            if self._current is not None and self._current[:2] != (server, tenant):
+                raise EnvIntegrationError(
+                    f"tenant {tenant}: this process is already migrating tenant {self._current[1]} "
+                    "(one unit at a time per process)"
+                )
+            self._current = (server, tenant, params)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if not self._depth:
+                    self._current = None
+                    self._backends = []
+
+    def params(self, server: str) -> dict[str, Any]:
+        current = self._current
+        if current is None:
+            raise EnvIntegrationError(
+                "a connection was opened from tenantctl's shared Engine outside a tenant's unit of work: "
+                "env.py (or a thread it started) must open its connections while its migration runs"
+            )
+        if current[0] != server:
+            raise EnvIntegrationError(
+                f"tenant {current[1]}: a connection was opened from the Engine of another database server "
+                "than the tenant's"
+            )
+        return dict(current[2])
+
+    def opened(self, backend_pid: int | None) -> None:
+        if backend_pid is not None:
+            with self._lock:
+                self._backends.append(backend_pid)
+
+    def backends(self) -> tuple[int, ...]:
+        """The server sessions opened for the current unit, tenantctl's and env.py's own."""
+        with self._lock:
+            return tuple(self._backends)
+
+
+_TENANCY = _Tenancy()
 _SERVER_ENGINES: dict[str, sa.Engine] = {}
+
+
+def _server_key(url: URL) -> tuple[URL, str]:
+    tenant = sync_url(url)
+    query = {k: v for k, v in tenant.query.items() if k not in ("password", "sslpassword")}
+    server = URL.create(tenant.drivername, host=tenant.host, port=tenant.port, query=query)
+    return server, server.render_as_string(hide_password=False)
 
 
 def _server_engine(url: URL) -> sa.Engine:
@@ -82,60 +148,76 @@ def _server_engine(url: URL) -> sa.Engine:
     An Engine per tenant cost 7.9 ms per connection against 3.1 ms reused (measured): a new Engine
     runs SQLAlchemy's first-connect initialisation (server version, default schema, isolation level
     queries) on every tenant. The Engine keeps no connection (NullPool); each one is opened with the
-    parameters of the tenant being migrated (``_CONNECT``: database, user, password, timeouts), so only
+    parameters of the tenant being migrated (``_TENANCY``: database, user, password, timeouts), so only
     what is the same for every database of a server (its version, its dialect settings) is shared.
     Its own URL names the server only (no database, user or password): an ``env.py`` that looks at
-    ``connection.engine.url`` finds no other tenant there; the tenant is in ``-x url=`` and ``-x tenant=``."""
-    tenant = sync_url(url)
-    server = URL.create(tenant.drivername, host=tenant.host, port=tenant.port, query=tenant.query)
-    key = server.render_as_string(hide_password=False)
+    ``connection.engine.url`` finds no other tenant there; the tenant is in ``-x url=`` and ``-x tenant=``.
+    A connection an ``env.py`` opens from it during a unit reaches that unit's tenant, with the same
+    timeouts; one opened outside any unit raises EnvIntegrationError."""
+    server, key = _server_key(url)
     engine = _SERVER_ENGINES.get(key)
     if engine is None:
         engine = sa.create_engine(server, poolclass=NullPool)
 
         @event.listens_for(engine, "do_connect")
         def _tenant(_dialect: Any, _record: Any, _cargs: list[Any], cparams: dict[str, Any]) -> None:
+            params = _TENANCY.params(key)
             cparams.clear()
-            cparams.update(_CONNECT.get())
+            cparams.update(params)
+
+        @event.listens_for(engine, "connect")
+        def _opened(dbapi_connection: Any, _record: Any) -> None:
+            _TENANCY.opened(getattr(getattr(dbapi_connection, "info", None), "backend_pid", None))
 
         _SERVER_ENGINES[key] = engine
     return engine
 
 
+def connect_params(job: UnitJob, url: URL) -> dict[str, Any]:
+    """psycopg's connect arguments for the tenant: the URL's own (``sslmode``, ``application_name``…),
+    ``connect_timeout`` from the URL or else the job, and ``options`` with the job's ``lock_timeout`` and
+    ``statement_timeout`` first, the URL's ``options`` after them, so a tenant's URL (``-c search_path=``,
+    or a timeout of its own) is honoured as ``alembic -x url=`` would honour it."""
+    _, params = _server_engine(url).dialect.create_connect_args(sync_url(url))
+    ours = (
+        f"-c lock_timeout={job.lock_timeout_ms} -c statement_timeout={job.statement_timeout_ms} "
+        "-c application_name=tenantctl"
+    )
+    url_timeout = url_seconds(str(params.get("connect_timeout", 0)))
+    return {
+        **params,
+        "connect_timeout": max(1, round(url_timeout or job.connect_timeout_s)),
+        "options": " ".join(o for o in (ours, params.get("options")) if o),
+    }
+
+
 @contextmanager
 def _connect(job: UnitJob, url: URL) -> Iterator[Connection]:
     """A connection to the tenant as tenantctl's own session, ``lock_timeout`` and ``statement_timeout``
-    set at connect time; an unreachable tenant raises TenantUnreachable (its message scrubbed)."""
+    set at connect time; an unreachable tenant raises TenantUnreachable (its message scrubbed). While it
+    is open, any connection opened from the server's shared Engine reaches this tenant too."""
+    serving: AbstractContextManager[None]
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine(
             sync_url(url), poolclass=NullPool, connect_args={"timeout": job.lock_wait_s}
         )
         _sqlite_transactional_ddl(engine)
-        token = None
+        serving = nullcontext()
     else:
         engine = _server_engine(url)
-        options = (
-            f"-c lock_timeout={job.lock_timeout_ms} -c statement_timeout={job.statement_timeout_ms} "
-            "-c application_name=tenantctl"
-        )
-        _, params = engine.dialect.create_connect_args(sync_url(url))
-        token = _CONNECT.set(
-            {**params, "connect_timeout": max(1, round(job.connect_timeout_s)), "options": options}
-        )
-    try:
-        conn = engine.connect()
-    except OperationalError as exc:
-        secrets = [s for s in (*job.secrets, url.password) if s]
-        raise TenantUnreachable(job.tenant_id, mask_text(str(exc).splitlines()[0], secrets)) from exc
-    finally:
-        if token is not None:
-            _CONNECT.reset(token)
-    try:
-        yield conn
-    finally:
-        conn.close()
-        if token is None:
-            engine.dispose()
+        serving = _TENANCY.serving(_server_key(url)[1], job.tenant_id, connect_params(job, url))
+    with serving:
+        try:
+            conn = engine.connect()
+        except OperationalError as exc:
+            secrets = [s for s in (*job.secrets, url.password) if s]
+            raise TenantUnreachable(job.tenant_id, mask_text(str(exc).splitlines()[0], secrets)) from exc
+        try:
+            yield conn
+        finally:
+            conn.close()
+            if url.get_backend_name() == "sqlite":
+                engine.dispose()
 
 
 _NO_TABLE = ("42P01", "3F000")  # PostgreSQL's undefined_table, invalid_schema_name
@@ -363,7 +445,6 @@ def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> Un
     script = scripts.load(job.alembic_config)
     url = make_url(job.url)
     with _connect(job, url) as conn:
-        backend = getattr(getattr(conn.connection.dbapi_connection, "info", None), "backend_pid", None)
         with _lock(conn, job, url):
             heads = read_heads(conn, job.schema, job.version_table)
             if outcome.before is None:
@@ -382,16 +463,18 @@ def _attempt(job: UnitJob, outcome: _Outcome, watch: _ProcessWatch | None) -> Un
                 )
                 if conn.in_transaction():  # an env.py that left its work open: it succeeded, keep it
                     conn.commit()
-            except BaseException:
+            except BaseException as exc:
                 try:
                     if conn.in_transaction():
                         conn.rollback()
+                    if timeout_in(exc) is not None:
+                        _end_sessions(conn, _TENANCY.backends())
                     outcome.after = read_heads(conn, job.schema, job.version_table)  # where it really stopped
                 except DBAPIError:
                     # interrupted mid-statement (task timeout): the session is unusable; end it from a
                     # fresh one (its transaction rolls back, its lock goes) and read the revision there
                     conn.invalidate()
-                    outcome.after = _read_after_abort(job, url, backend)
+                    outcome.after = _read_after_abort(job, url, _TENANCY.backends())
                 raise
             outcome.after = read_heads(conn, job.schema, job.version_table)
             return outcome.result(RunStatus.SUCCEEDED)
@@ -407,12 +490,24 @@ def _target(job: UnitJob) -> scripts.Target:
     return _resolved(job.alembic_config, job.command, job.target)
 
 
-def _read_after_abort(job: UnitJob, url: URL, backend: int | None) -> tuple[str, ...]:
+def _read_after_abort(job: UnitJob, url: URL, backends: tuple[int, ...]) -> tuple[str, ...]:
     with _connect(job, url) as fresh:
-        if backend is not None and url.get_backend_name() == "postgresql":
-            fresh.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
-            fresh.commit()
+        _end_sessions(fresh, backends)
         return read_heads(fresh, job.schema, job.version_table)
+
+
+def _end_sessions(conn: Connection, backends: tuple[int, ...]) -> None:
+    """End the unit's other server sessions, tenantctl's and those env.py opened itself: interrupted by
+    the task timeout, a statement may still run there, holding its locks (its transaction rolls back)."""
+    if backends and conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid "
+                "WHERE pid <> pg_backend_pid()"
+            ),
+            {"pids": list(backends)},
+        )
+        conn.commit()
 
 
 def _lock(conn: Connection, job: UnitJob, url: URL) -> AbstractContextManager[None]:

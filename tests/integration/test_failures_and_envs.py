@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.models import Command
+from orchestrator.models import Command, UnitJob
 from tests.conftest import FIXTURE_ENVS, MIGRATIONS_INI
 from tests.support.harness import Harness, tenant_revision
 
@@ -131,6 +131,170 @@ def test_tenants_of_one_server_share_an_engine_yet_each_gets_its_own_database(
     assert len({engine_url for _, engine_url in seen}) == 1, "one Engine for the server"
     assert not any(make_url(u).database in seen[0][1] for u in urls)
     assert "pw-secret" not in log.read_text()
+
+
+def test_env_opening_its_own_connection_from_the_shared_one(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alembic's cookbook env.py: ``connection.engine.connect()``. That Engine is shared by the tenants of
+    one server, yet each connection env.py opens must reach its own tenant, up and back down."""
+    from sqlalchemy.engine import make_url
+
+    log = tmp_path / "own.txt"
+    monkeypatch.setenv("TENANTCTL_TEST_ENGINE_LOG", str(log))
+    harness.alembic_ini = FIXTURE_ENVS / "own_connection" / "alembic.ini"
+    urls = tenant_dbs(4)
+    databases = {f"t{i}": make_url(u).database for i, u in enumerate(urls)}
+    for i, url in enumerate(urls):
+        harness.register(f"t{i}", url)
+
+    up = harness.rollout(Command.UPGRADE, "head")
+    assert up["state"] == "succeeded", up
+    assert [tenant_revision(u) for u in urls] == ["0004"] * 4
+    down = harness.rollout(Command.DOWNGRADE, "base")
+    assert down["state"] == "succeeded", down
+    assert {t["to_revision"] for t in down["tenants"]} == {None}
+    assert [tenant_revision(u) for u in urls] == [None] * 4
+
+    seen = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(tenant for tenant, _, _ in seen) == sorted([*databases] * 2)
+    assert all(database == databases[tenant] for tenant, database, _ in seen), seen
+
+
+@pytest.mark.parametrize("where", ["thread", "loop"])
+def test_own_connection_opened_from_a_thread_or_an_event_loop_reaches_the_tenant(
+    tenant_dbs: Callable[[int], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from orchestrator import unit
+    from orchestrator.models import RunStatus
+
+    log = tmp_path / "own.txt"
+    monkeypatch.setenv("TENANTCTL_TEST_ENGINE_LOG", str(log))
+    monkeypatch.setenv("TENANTCTL_TEST_OWN_CONNECTION_IN", where)
+    urls = tenant_dbs(2)
+    for i, url in enumerate(urls):
+        result = unit.run_unit(_own_connection_job(i, url))
+        assert result.status is RunStatus.SUCCEEDED, result.traceback
+        assert result.to_revision == "0004" == tenant_revision(url)
+    seen = [line.split() for line in log.read_text().splitlines()]
+    assert seen == [[f"t{i}", make_url(u).database, where] for i, u in enumerate(urls)]
+
+
+def test_env_reusing_an_engine_of_an_earlier_tenant_fails_as_internal(
+    tenant_dbs: Callable[[int], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An env.py that keeps the Engine of its first tenant and connects with it for a tenant of another
+    server gets a tenantctl error naming the mistake, classed ``internal``, never another tenant's
+    database, and never ``migration_error``."""
+    import sys
+
+    from orchestrator import unit
+    from orchestrator.models import ErrorClass, RunStatus
+
+    monkeypatch.setenv("TENANTCTL_TEST_OWN_CONNECTION_IN", "cached")
+    first, second = tenant_dbs(2)
+    other_server = second.replace("@127.0.0.1", "@localhost", 1)
+    assert other_server != second, "the test needs the server spelled two ways"
+    try:
+        ok = unit.run_unit(_own_connection_job(0, first))
+        assert ok.status is RunStatus.SUCCEEDED, ok.traceback
+        bad = unit.run_unit(_own_connection_job(1, other_server))
+    finally:
+        sys.modules.pop("_own_connection_fixture_cache", None)
+    assert bad.status is RunStatus.FAILED
+    assert bad.error_class is ErrorClass.INTERNAL
+    assert bad.error_message and "EnvIntegrationError" in bad.error_message
+    assert "another database server" in bad.error_message
+    assert tenant_revision(second) is None and tenant_revision(first) == "0004"
+
+
+def test_task_timeout_ends_the_session_env_py_opened_itself(
+    tenant_dbs: Callable[[int], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted by the task timeout, the statement env.py runs on its own connection must not go on
+    holding its locks in a session nobody owns: the unit ends every session it opened."""
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    from orchestrator import unit
+    from orchestrator.models import ErrorClass, RunStatus
+
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        "[alembic]\n"
+        f"script_location = {FIXTURE_ENVS / 'own_connection'}\n"
+        f"version_locations = {FIXTURE_ENVS / 'slow' / 'versions'}\n"
+        "path_separator = os\n"
+    )
+    monkeypatch.setenv("TENANTCTL_TEST_SLOW_SECONDS", "30")
+    (url,) = tenant_dbs(1)
+    job = UnitJob(
+        run_id=1,
+        tenant_id="t0",
+        command=Command.UPGRADE,
+        target="head",
+        url=url,
+        schema=None,
+        alembic_config=str(ini),
+        task_timeout_s=1.5,
+    )
+    started = time.monotonic()
+    result = unit.run_unit(job)
+    assert time.monotonic() - started < 20
+    assert result.status is RunStatus.FAILED and result.error_class is ErrorClass.TIMEOUT, result.traceback
+    assert result.to_revision is None is tenant_revision(url)  # one transaction for both, rolled back
+    database = make_url(url).database
+    deadline = time.monotonic() + 10
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        while True:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [database]
+            ).fetchone()
+            if row == (0,) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert row == (0,), "a session of the unit outlived it"
+
+
+def _own_connection_job(i: int, url: str) -> UnitJob:
+    return UnitJob(
+        run_id=i,
+        tenant_id=f"t{i}",
+        command=Command.UPGRADE,
+        target="head",
+        url=url,
+        schema=None,
+        alembic_config=str(FIXTURE_ENVS / "own_connection" / "alembic.ini"),
+    )
+
+
+def test_status_json_offers_the_stored_tracebacks_on_request(
+    harness: Harness, tenant_dbs: Callable[[int], list[str]]
+) -> None:
+    harness.alembic_ini = FIXTURE_ENVS / "failing" / "alembic.ini"
+    good, bad = tenant_dbs(2)
+    harness.register("good", good)
+    harness.register("bad", bad.replace("postgresql://postgres@", "postgresql://postgres:s3cr3t-pw@", 1))
+    with psycopg.connect(bad, autocommit=True) as conn:
+        conn.execute("CREATE TABLE poison (id int)")
+    assert harness.cli("upgrade", "head", "--json").returncode == 1
+
+    plain = harness.cli("status", "--json")
+    assert plain.returncode == 1, plain.stderr
+    assert all("traceback" not in t for t in json.loads(plain.stdout)["tenants"]), "the contract is unchanged"
+
+    result = harness.cli("status", "--json", "--tracebacks")
+    assert result.returncode == 1, result.stderr
+    rows = {t["tenant"]: t for t in json.loads(result.stdout)["tenants"]}
+    assert rows["good"]["traceback"] is None
+    traceback = rows["bad"]["traceback"]
+    assert traceback.startswith("Traceback (most recent call last)")
+    assert "RuntimeError: poisoned tenant" in traceback and "f002" in traceback
+    assert "s3cr3t-pw" not in result.stdout
+    assert {k for k in rows["bad"] if k != "traceback"} == set(json.loads(plain.stdout)["tenants"][0])
 
 
 def test_several_heads_refused_before_touching_anything(

@@ -6,7 +6,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from orchestrator.exceptions import TenantLockTimeout, UserError
+from orchestrator.exceptions import EnvIntegrationError, TenantLockTimeout, UserError
 from orchestrator.failures import UnitTimeout, backoff, classify, is_transient
 from orchestrator.models import Command, ErrorClass, Policy, RunStatus, Tenant
 from orchestrator.policy import CANARY_WAVE, assign_waves, decide, parse_rate
@@ -78,6 +78,7 @@ class _PgError(Exception):
         (RuntimeError("boom"), ErrorClass.MIGRATION_ERROR),
         (UnitTimeout("late"), ErrorClass.TIMEOUT),
         (TenantLockTimeout("t", "held"), ErrorClass.LOCK_TIMEOUT),
+        (EnvIntegrationError("outside a unit"), ErrorClass.INTERNAL),
     ],
 )
 def test_classify(exc: Exception, cls: ErrorClass) -> None:
@@ -93,6 +94,19 @@ def test_classify_follows_the_cause_chain() -> None:
     except RuntimeError as outer:
         assert classify(outer) is ErrorClass.TRANSIENT
     assert is_transient(ErrorClass.TRANSIENT) and not is_transient(ErrorClass.MIGRATION_ERROR)
+
+
+def test_an_env_integration_error_is_internal_even_wrapped_by_env_py() -> None:
+    """env.py may catch what tenantctl raised and raise its own: the cause still decides, and it is
+    neither the migration's fault nor transient."""
+    try:
+        try:
+            raise EnvIntegrationError("a connection opened outside a unit")
+        except EnvIntegrationError as inner:
+            raise RuntimeError("could not connect") from inner
+    except RuntimeError as outer:
+        assert classify(outer) is ErrorClass.INTERNAL
+    assert not is_transient(ErrorClass.INTERNAL)
 
 
 def test_backoff_is_capped_and_jittered() -> None:
