@@ -18,8 +18,9 @@ from alembic.util import CommandError
 from . import scripts
 from .controldb.store import Store
 from .coordinator import read_current, resolve_selection
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, TargetUnreachable
 from .models import Command, Selector
+from .planning import alembic_steps, unreachable
 from .settings import Settings
 from .unit import alembic_config_for, run_alembic
 
@@ -59,6 +60,7 @@ class PreviewRow:
     schema: str | None
     step: Step
     error: str | None = None
+    refused: bool = False  # the target cannot be reached from where this tenant is
 
 
 async def preview(
@@ -75,6 +77,10 @@ async def preview(
     scripts.resolve(script, command, revision)  # same preflight as a real rollout
     resolved = await resolve_selection(settings, store, selector, environ)
     reads = await read_current(settings, resolved)
+    # a tenant that cannot reach the target is shown with why; the rollout itself would be refused
+    current = {t: r.heads for t, r in reads.items() if r.ok}
+    found = unreachable(alembic_steps(script), tuple(sorted(script.get_heads())), command, revision, current)
+    why = {tenant: reason for reason, tenants in found.items() for tenant in tenants}
     rows = []
     for tenant in resolved.tenants:
         if tenant.id in resolved.unusable:
@@ -88,9 +94,25 @@ async def preview(
         if not read.ok:
             rows.append(PreviewRow(tenant=tenant.id, schema=tenant.schema, step=_none, error=read.error))
             continue
+        if tenant.id in why:
+            step = Step(from_revision=",".join(read.heads) or None, to_revision=None, steps=0)
+            error = f"cannot reach {revision}: {why[tenant.id]}"
+            rows.append(
+                PreviewRow(tenant=tenant.id, schema=tenant.schema, step=step, error=error, refused=True)
+            )
+            continue
         step = steps_for(script, command, revision, read.heads)
         rows.append(PreviewRow(tenant=tenant.id, schema=tenant.schema, step=step, error=step.error))
     return rows
+
+
+def refusal(revision: str, rows: Sequence[PreviewRow]) -> TargetUnreachable | None:
+    """The refusal the rollout itself would meet (exit 3), from a preview's rows; None if none."""
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        if row.refused and row.error:
+            found.setdefault(row.error.split(": ", 1)[1], []).append(row.tenant)
+    return TargetUnreachable(revision, found) if found else None
 
 
 _none = Step(from_revision=None, to_revision=None, steps=0)

@@ -1,12 +1,18 @@
 """Reading tenant files (YAML, JSON or CSV) into validated specs, each row tied to its line so that a bad
-row can be named. Pure parsing: nothing here touches the registry."""
+row can be named. Pure parsing: nothing here touches the registry.
+
+Whatever is wrong with a file, the caller gets one ImportFileError naming the file, the line where it can
+tell, and the problem; never a parser's traceback. YAML is read with the safe loader and tags beyond
+plain YAML are refused by name, so ``!!python/object/apply:…`` is neither run nor half-understood.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +26,29 @@ from .secrets import mask_text
 FIELDS = ("id", "url", "schema", "tags", "group", "enabled")
 _TRUE = {"true", "yes", "1", "on", "y"}
 _FALSE = {"false", "no", "0", "off", "n", ""}
+_BOM = b"\xef\xbb\xbf"
+_YAML_TAG = "tag:yaml.org,2002:"
+_JSON_SPACE = " \t\r\n"
+
+Rows = list[tuple[int, Any]]
 
 
 def read(path: Path) -> list[TenantSpec]:
     """Parse and validate a whole tenant file; raises ImportFileError naming the first bad line."""
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImportFileError(name, None, f"cannot read file: {exc.__class__.__name__}") from exc
+    text = _text(name, path)
+    if not text.strip():
+        raise ImportFileError(name, None, "the file is empty: expected a list of tenants")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ImportFileError(name, line, "a NUL byte: not a text file")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         rows = _yaml_rows(name, text)
     elif suffix == ".json":
         rows = _json_rows(name, text)
     elif suffix == ".csv":
-        rows = _csv_rows(text)
+        rows = _csv_rows(name, text)
     else:
         raise ImportFileError(name, None, "unknown file type: use .yaml, .yml, .json or .csv")
     specs: list[TenantSpec] = []
@@ -51,6 +64,28 @@ def read(path: Path) -> list[TenantSpec]:
     return specs
 
 
+def _text(name: str, path: Path) -> str:
+    """The file as text, UTF-8 (a BOM is allowed), line ends made ``\\n`` as ``read_text`` would."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImportFileError(name, None, "no such file") from None
+    except IsADirectoryError:
+        raise ImportFileError(name, None, "a directory, not a file") from None
+    except PermissionError:
+        raise ImportFileError(name, None, "permission denied") from None
+    except OSError as exc:
+        raise ImportFileError(name, None, f"cannot read: {exc.strerror or exc.__class__.__name__}") from None
+    data = data.removeprefix(_BOM)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        reason = f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8"
+        raise ImportFileError(name, line, reason) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _spec(name: str, line: int, row: Any) -> TenantSpec:
     if not isinstance(row, Mapping):
         raise ImportFileError(name, line, "each tenant must be a mapping of fields")
@@ -58,8 +93,11 @@ def _spec(name: str, line: int, row: Any) -> TenantSpec:
     if unknown:
         raise ImportFileError(name, line, f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
     for required in ("id", "url"):
-        if not isinstance(row.get(required), str) or not row[required]:
+        if row.get(required) in (None, ""):
             raise ImportFileError(name, line, f"missing field {required!r}")
+        if not isinstance(row[required], str):
+            kind = type(row[required]).__name__
+            raise ImportFileError(name, line, f"field {required!r} must be text, not {kind}")
     try:
         return validation.spec(
             TenantSpec(
@@ -101,53 +139,148 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"enabled must be true or false, got {value!r}")
 
 
-def _unwrap(name: str, data: Any) -> Any:
-    if isinstance(data, Mapping) and set(data) == {"tenants"}:
-        return data["tenants"]
-    return data
-
-
-def _yaml_rows(name: str, text: str) -> Iterator[tuple[int, Any]]:
+def _yaml_rows(name: str, text: str) -> Rows:
+    """Each list item with its line. Nodes are composed first and built one by one, so an error (a tag
+    the safe loader refuses) is tied to the item that holds it."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            raise ImportFileError(name, None, "the file holds no YAML document: expected a list of tenants")
+        if isinstance(root, yaml.MappingNode) and len(root.value) == 1:
+            key, value = root.value[0]
+            if key.value == "tenants":
+                _plain_yaml_tag(name, root)
+                root = value
+        if not isinstance(root, yaml.SequenceNode):
+            raise ImportFileError(name, root.start_mark.line + 1, "expected a list of tenants")
+        _plain_yaml_tag(name, root)
+        loader = yaml.SafeLoader("")
+        return [(node.start_mark.line + 1, loader.construct_object(node, deep=True)) for node in root.value]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.context_mark or exc.problem_mark
+        raise ImportFileError(name, mark.line + 1 if mark else None, _yaml_problem(exc)) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None)
-        reason = f"not valid YAML: {problem}" if problem else "not valid YAML"
-        raise ImportFileError(name, mark.line + 1 if mark else None, reason) from exc
-    if root is None:
-        return iter(())
-    if isinstance(root, yaml.MappingNode) and len(root.value) == 1 and root.value[0][0].value == "tenants":
-        root = root.value[0][1]
-    if not isinstance(root, yaml.SequenceNode):
-        raise ImportFileError(name, root.start_mark.line + 1, "expected a list of tenants")
-    loader = yaml.SafeLoader("")
-    return ((node.start_mark.line + 1, loader.construct_object(node, deep=True)) for node in root.value)
+        raise ImportFileError(name, None, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ImportFileError(name, None, "not valid YAML: nested too deeply") from None
 
 
-def _json_rows(name: str, text: str) -> Iterator[tuple[int, Any]]:
-    """JSON rows with their line: the top-level list is scanned element by element with raw_decode."""
-    decoder = json.JSONDecoder()
+def _plain_yaml_tag(name: str, node: yaml.Node) -> None:
+    if node.tag not in (f"{_YAML_TAG}seq", f"{_YAML_TAG}map"):
+        raise ImportFileError(name, node.start_mark.line + 1, _unsupported_tag(node.tag))
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or ""
+    if isinstance(exc, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+        tag = re.search(r"'([^']*)'", problem)
+        return _unsupported_tag(tag[1] if tag else "?")
+    said = ", ".join(part for part in (exc.context, problem) if part)
+    return f"not valid YAML: {said}" if said else "not valid YAML"
+
+
+def _unsupported_tag(tag: str) -> str:
+    shown = "!!" + tag.removeprefix(_YAML_TAG) if tag.startswith(_YAML_TAG) else tag
+    return f"unsupported YAML tag {shown!r}: tenant files are plain YAML"
+
+
+def _json_rows(name: str, text: str) -> Rows:
+    """JSON rows with their line: the list is scanned element by element with raw_decode."""
     try:
-        data = _unwrap(name, json.loads(text)) if text.strip() else []
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
-        raise ImportFileError(name, exc.lineno, f"not valid JSON: {exc.msg}") from exc
+        raise ImportFileError(name, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except _DuplicateKey as exc:
+        raise ImportFileError(
+            name, None, f"not valid JSON: key {exc.key!r} appears twice in an object"
+        ) from None
+    except RecursionError:
+        raise ImportFileError(name, None, "not valid JSON: nested too deeply") from None
+    wrapped = isinstance(data, dict) and set(data) == {"tenants"}
+    if wrapped:
+        data = data["tenants"]
     if not isinstance(data, list):
         raise ImportFileError(name, 1, "expected a list of tenants")
-    start = text.index("[") + 1
-    rows: list[tuple[int, Any]] = []
-    pos = start
+    decoder = json.JSONDecoder()
+    pos = _json_skip(text, 0)
+    if wrapped:  # past `{`, the key and `:`; json.loads has checked the shape already
+        _key, pos = decoder.raw_decode(text, _json_skip(text, pos + 1))
+        pos = _json_skip(text, _json_skip(text, pos) + 1)
+    pos += 1  # past `[`
+    rows: Rows = []
     for _ in data:
-        while text[pos] in " \t\r\n,":
-            pos += 1
+        pos = _json_skip(text, pos, ",")
         value, end = decoder.raw_decode(text, pos)
         rows.append((text.count("\n", 0, pos) + 1, value))
         pos = end
-    return iter(rows)
+    return rows
 
 
-def _csv_rows(text: str) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(text))
-    for row in reader:
-        cleaned = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
-        yield reader.line_num, {k: v for k, v in cleaned.items() if v not in (None, "")}
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(key)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Python's json keeps the last of two equal keys silently; a tenant file with ``"url"`` twice is a
+    mistake to show, not to guess at."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _json_skip(text: str, pos: int, also: str = "") -> int:
+    while text[pos] in _JSON_SPACE + also:
+        pos += 1
+    return pos
+
+
+def _csv_rows(name: str, text: str) -> Rows:
+    """Rows keyed by the header's columns, each with the line it starts on. The header is checked on its
+    own (a file without one, or with a misspelt column, is named at line 1) and the reader is strict, so
+    a stray or unclosed quote is an error at its row rather than a field that swallows the file."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    start = 1
+    try:
+        columns = [c.strip() for c in next(reader)]
+        _check_header(name, columns)
+        start = reader.line_num + 1
+        rows: Rows = []
+        for values in reader:
+            if any(v.strip() for v in values):
+                rows.append((start, _csv_row(name, start, columns, values)))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ImportFileError(name, start, f"not valid CSV: {exc}") from None
+    return rows
+
+
+def _check_header(name: str, columns: list[str]) -> None:
+    named = [c for c in columns if c]
+    unknown = [c for c in named if c not in FIELDS]
+    if unknown:
+        raise ImportFileError(
+            name, 1, f"unknown column {unknown[0]!r}: the first line names the columns ({', '.join(FIELDS)})"
+        )
+    twice = sorted({c for c in named if named.count(c) > 1})
+    if twice:
+        raise ImportFileError(name, 1, f"column {twice[0]!r} appears twice")
+    missing = [c for c in ("id", "url") if c not in named]
+    if missing:
+        raise ImportFileError(name, 1, f"missing column {missing[0]!r} (columns: {', '.join(FIELDS)})")
+
+
+def _csv_row(name: str, line: int, columns: list[str], values: list[str]) -> dict[str, str]:
+    if len(values) > len(columns):
+        raise ImportFileError(name, line, f"{len(values)} fields, but the header names {len(columns)}")
+    row: dict[str, str] = {}
+    for column, value in zip(columns, values, strict=False):
+        if value.strip():
+            if not column:
+                raise ImportFileError(name, line, "a value in a column the header does not name")
+            row[column] = value.strip()
+    return row

@@ -1,16 +1,26 @@
-"""Validation of what users type about tenants; pure, so the CLI, the importer and the API agree."""
+"""Validation of what users type about tenants, and of the URLs in the settings; pure, so the CLI, the
+importer and the API agree."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from .exceptions import InvalidTenant
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .exceptions import ConfigurationError, InvalidTenant
 from .models import TenantSpec
-from .secrets import mask_url, parse_url
+from .secrets import mask_text, mask_url, parse_url
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 SUPPORTED_BACKENDS = ("postgresql", "sqlite")
+_MAX_PORT = 65535
 
 
 def tenant_id(value: str) -> str:
@@ -48,6 +58,8 @@ def url(value: str) -> str:
         raise InvalidTenant("url", mask_url(value), "the URL names no database")
     if backend == "sqlite" and not parsed.database:
         raise InvalidTenant("url", mask_url(value), "a SQLite tenant needs a file path")
+    if parsed.port is not None and not 1 <= parsed.port <= _MAX_PORT:
+        raise InvalidTenant("url", mask_url(value), f"port {parsed.port} is out of range (1-{_MAX_PORT})")
     return value
 
 
@@ -62,3 +74,48 @@ def spec(s: TenantSpec) -> TenantSpec:
     tags = tuple(sorted({label("tag", t) for t in s.tags}))
     group = label("group", s.group) if s.group is not None else None
     return TenantSpec(id=s.id, url=s.url, schema=s.schema, tags=tags, group=group, enabled=s.enabled)
+
+
+def settings(cfg: Settings) -> Settings:
+    """Check the URLs among the settings, which pydantic takes as any text: a port past 65535 or a
+    webhook that is not HTTP otherwise fails mid-command, in a driver, with a traceback. The webhook's
+    URL is never shown: a Slack webhook's path is its secret."""
+    control = cfg.database_url.get_secret_value()
+    try:
+        parsed = make_url(control)
+    except (ArgumentError, ValueError):
+        reason = "not a database URL (e.g. postgresql://user@host/db)"
+        raise _bad_setting("DATABASE_URL", control, reason) from None
+    if parsed.port is not None and not 1 <= parsed.port <= _MAX_PORT:
+        raise _bad_setting("DATABASE_URL", control, f"port {parsed.port} is out of range (1-{_MAX_PORT})")
+    if cfg.broker_url is not None:
+        _service_url("BROKER_URL", cfg.broker_url.get_secret_value(), "redis://host:6379/0")
+    if cfg.webhook_url is not None:
+        webhook = cfg.webhook_url.get_secret_value()
+        _service_url("WEBHOOK_URL", webhook, "https://host/path", ("http", "https"), shown=False)
+    return cfg
+
+
+def _service_url(
+    setting: str, raw: str, example: str, schemes: tuple[str, ...] = (), *, shown: bool = True
+) -> None:
+    value = raw if shown else None
+    bad_port = f"the port is not a number from 1 to {_MAX_PORT}"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise _bad_setting(setting, value, bad_port) from None
+    if not parts.scheme or "://" not in raw:
+        raise _bad_setting(setting, value, f"not a URL (e.g. {example})")
+    if schemes and parts.scheme not in schemes:
+        raise _bad_setting(setting, value, f"use {' or '.join(f'{s}://' for s in schemes)}")
+    if schemes and not parts.hostname:
+        raise _bad_setting(setting, value, f"the URL names no host (e.g. {example})")
+    if port == 0:
+        raise _bad_setting(setting, value, bad_port)
+
+
+def _bad_setting(setting: str, raw: str | None, reason: str) -> ConfigurationError:
+    where = f" {mask_text(raw)!r}" if raw is not None else ""
+    return ConfigurationError(f"invalid TENANTCTL_{setting}{where}: {reason}")

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
+
+
+def see_our_dependencies(py: Path) -> None:
+    """Make the new venv see the packages this interpreter sees, listed in a ``.pth`` file: tenantctl's
+    dependencies come from here, tenantctl itself only from the wheel (its own site-packages comes first,
+    and the directories listed are not scanned for ``.pth`` files, so an editable install of the source
+    tree stays out). ``--system-site-packages`` would do it only outside a virtualenv: from inside one,
+    the new venv sees the base interpreter's packages, not the virtualenv's, and typer is missing."""
+    ours = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    purelib = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    lines = [p for p in ours if Path(p).is_dir()]
+    (Path(purelib) / "tenantctl-test-dependencies.pth").write_text("\n".join(lines) + "\n")
 
 
 def test_demo_from_a_built_wheel_in_an_empty_directory(tmp_path: Path) -> None:
@@ -31,9 +49,9 @@ def test_demo_from_a_built_wheel_in_an_empty_directory(tmp_path: Path) -> None:
         capture_output=True,
     )
     (wheel,) = dist.glob("tenantctl-*.whl")
-    # dependencies come from this interpreter's site-packages; tenantctl itself only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    see_our_dependencies(py)
     subprocess.run(
         [py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         check=True,

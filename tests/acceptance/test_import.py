@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import tenantfile
+from orchestrator.exceptions import ImportFileError
 from tests.support.harness import Harness
 
 YAML = """\
@@ -103,3 +105,54 @@ def test_ten_thousand_rows_import_in_seconds(harness: Harness, tmp_path: Path) -
     again = harness.cli("tenants", "import", str(path), "--json")
     assert json.loads(again.stdout) == {"created": 0, "updated": 0, "unchanged": 10_000}
     print(f"imported 10,000 tenants in {elapsed:.2f}s (including interpreter start)")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where", "needle"),
+    [
+        (
+            "root-tag.yaml",
+            '!!python/object/apply:os.system ["touch pwned"]\n',
+            ":1:",
+            "'!!python/object/apply",
+        ),
+        ("nested-tag.yaml", "- id: a\n  url: !!python/name:os.system\n", ":2:", "'!!python/name:os.system'"),
+        ("two-docs.yaml", "- id: a\n---\n- id: b\n", ":1:", "but found another document"),
+        ("comments.yaml", "# nothing here\n", ":", "no YAML document"),
+        (
+            "wrapped.json",
+            '{"tenants": [\n {"id": "a", "url": "postgresql://h/a"},\n {"id": "b"}]}',
+            ":3:",
+            "'url'",
+        ),
+        ("dup-key.json", '[{"id": "a", "url": "postgresql://h/a", "id": "b"}]', ":", "'id' appears twice"),
+        ("deep.json", "[" * 50_000 + "]" * 50_000, ":", "nested too deeply"),
+        ("scalar.json", "null", ":1:", "expected a list"),
+        ("utf16.json", '[{"id": "a"}]'.encode("utf-16"), ":1:", "not UTF-8"),
+        ("extra.csv", "id,url\na,postgresql://h/a,surplus\n", ":2:", "3 fields, but the header names 2"),
+        ("no-url.csv", "id,schema\na,s\n", ":1:", "missing column 'url'"),
+        ("header-twice.csv", "id,url,id\na,postgresql://h/a,b\n", ":1:", "'id' appears twice"),
+        ("stray-quote.csv", 'id,url\na,"postgresql://h/a"x\n', ":2:", "not valid CSV"),
+        ("id-number.yaml", "- id: 123\n  url: postgresql://h/a\n", ":1:", "'id' must be text, not int"),
+        ("tenants.txt", "id,url\n", ":", "unknown file type"),
+    ],
+)
+def test_malformed_files_are_one_error_naming_file_and_line(
+    tmp_path: Path, name: str, content: str | bytes, where: str, needle: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ImportFileError) as caught:
+        tenantfile.read(path)
+    message = caught.value.message
+    assert message.startswith(f"{path}{where}") and needle in message and "\n" not in message, message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_bom_and_crlf_are_read_as_plain_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "windows.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfid,url,tags\r\nacme,postgresql://h/acme,eu;big\r\n\r\nb,postgresql://h/b,\r\n"
+    )
+    specs = tenantfile.read(path)
+    assert [(s.id, s.tags) for s in specs] == [("acme", ("big", "eu")), ("b", ())]

@@ -1,13 +1,24 @@
 from __future__ import annotations
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
-from orchestrator.exceptions import EmptySelection, UnknownTenant, UserError
-from orchestrator.models import ErrorClass, Selector, Tenant
-from orchestrator.planning import ALREADY_AT_TARGET, known_behind, plan
+from orchestrator.exceptions import EmptySelection, TargetUnreachable, UnknownTenant, UserError
+from orchestrator.models import Command, ErrorClass, Selector, Tenant
+from orchestrator.planning import (
+    ALREADY_AT_TARGET,
+    Plan,
+    alembic_steps,
+    check_reachable,
+    known_behind,
+    plan,
+    unreachable,
+)
 from orchestrator.revisions import RevisionRead
 from orchestrator.scripts import Target
 from orchestrator.selection import select
+from tests.conftest import FIXTURE_ENVS, MIGRATIONS_INI
 
 
 def _t(id: str, tags: tuple[str, ...] = (), group: str | None = None, enabled: bool = True) -> Tenant:
@@ -105,3 +116,101 @@ def test_known_base_is_behind_head_but_at_base() -> None:
 
 def test_a_relative_target_reads_only_tenants_never_seen() -> None:
     assert known_behind(FLEET[:2], {"a": ("0004",)}, Target(spec="-1", heads=None)) == {"a": ("0004",)}
+
+
+SCRIPT = ScriptDirectory.from_config(Config(str(MIGRATIONS_INI)))  # four revisions, 0001 → 0004
+HEADS = ("0004",)
+
+
+def _why(command: Command, spec: str, **current: tuple[str, ...]) -> dict[str, list[str]]:
+    return unreachable(alembic_steps(SCRIPT), HEADS, command, spec, current)
+
+
+@pytest.mark.parametrize(
+    ("command", "spec", "current", "expected"),
+    [
+        (
+            Command.UPGRADE,
+            "head+100",
+            {"a": (), "b": ("0002",)},
+            {"is 100 steps past the head 0004": ["a", "b"]},
+        ),
+        (Command.UPGRADE, "+7", {"a": ()}, {"is 3 steps past the head 0004 from base": ["a"]}),
+        (
+            Command.UPGRADE,
+            "+1",
+            {"a": ("0004",), "b": ("0001",)},
+            {"is 1 step past the head 0004 from 0004": ["a"]},
+        ),
+        (
+            Command.DOWNGRADE,
+            "-50",
+            {"a": ("0004",), "b": ("0004",), "c": ()},
+            {"is 46 steps below base from 0004": ["a", "b"], "is 50 steps below base from base": ["c"]},
+        ),
+        (Command.DOWNGRADE, "head-5", {"a": ("0004",)}, {"is 1 step below base": ["a"]}),
+        (Command.UPGRADE, "-1", {"a": ("0004",)}, {"goes down, not up (use downgrade)": ["a"]}),
+        (Command.DOWNGRADE, "0003", {"a": ("0004",), "b": ("0001",)}, {"is above 0001 (use upgrade)": ["b"]}),
+        (Command.STAMP, "head+1", {"a": ("0002",)}, {"is 1 step past the head 0004": ["a"]}),
+    ],
+)
+def test_unreachable_targets_name_the_tenants_and_why(
+    command: Command, spec: str, current: dict[str, tuple[str, ...]], expected: dict[str, list[str]]
+) -> None:
+    assert _why(command, spec, **current) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "spec"),
+    [
+        (Command.UPGRADE, "head"),
+        (Command.UPGRADE, "+1"),
+        (Command.UPGRADE, "0002"),  # below the tenant: a no-op, as Alembic does it
+        (Command.DOWNGRADE, "-1"),
+        (Command.DOWNGRADE, "base"),
+        (Command.STAMP, "0001"),
+    ],
+)
+def test_reachable_targets_pass(command: Command, spec: str) -> None:
+    assert _why(command, spec, a=("0002",), b=("0003",)) == {}
+
+
+def test_a_revision_the_scripts_do_not_know_is_left_to_its_unit() -> None:
+    assert _why(Command.UPGRADE, "head+1", a=("deadbeef",)) == {}
+
+
+def test_each_distinct_revision_is_asked_once() -> None:
+    asked: list[tuple[Command, str, tuple[str, ...]]] = []
+
+    def steps(command: Command, spec: str, current: tuple[str, ...]) -> int:
+        asked.append((command, spec, current))
+        return 1
+
+    fleet = {f"t{i}": ("0002",) if i % 2 else ("0003",) for i in range(1000)}
+    assert unreachable(steps, HEADS, Command.UPGRADE, "+1", fleet) == {}
+    assert sorted(asked) == [(Command.UPGRADE, "+1", ("0002",)), (Command.UPGRADE, "+1", ("0003",))]
+
+
+def test_check_reachable_refuses_with_one_line_naming_tenants() -> None:
+    the_plan = Plan(queued=[(f"t{i}", "0002") for i in range(5)] + [("u", None)])
+    with pytest.raises(TargetUnreachable) as caught:
+        check_reachable(SCRIPT, Command.UPGRADE, "head+100", the_plan)
+    assert caught.value.exit_code == 3
+    assert caught.value.message == (
+        "revision 'head+100' is 100 steps past the head 0004 for tenants t0, t1, t2 (and 3 more)"
+    )
+    assert caught.value.unreachable == {
+        "is 100 steps past the head 0004": ["t0", "t1", "t2", "t3", "t4", "u"]
+    }
+    check_reachable(SCRIPT, Command.UPGRADE, "+2", the_plan)  # 0002 → 0004, base → 0002
+
+
+def test_branch_targets_of_a_history_with_two_heads_pass() -> None:
+    script = ScriptDirectory.from_config(Config(str(FIXTURE_ENVS / "twoheads" / "alembic.ini")))
+    heads = ("h002a", "h002b")
+    fleet = {"a": (), "b": ("h001",), "c": ("h002a",), "d": heads}
+    for command, spec in [(Command.UPGRADE, "heads"), (Command.UPGRADE, "h002b"), (Command.STAMP, "h001")]:
+        assert unreachable(alembic_steps(script), heads, command, spec, fleet) == {}, (command, spec)
+    assert unreachable(alembic_steps(script), heads, Command.DOWNGRADE, "h001", fleet) == {
+        "is above base (use upgrade)": ["a"]
+    }
