@@ -5,19 +5,22 @@ The CLI (and later the API) only parse arguments and call these functions, so bo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import scripts
+from . import scripts, states
 from .controldb.store import Store
 from .dispatch import db_host
-from .exceptions import ConfigurationError, UserError
-from .executors import Executor, InProcessExecutor, Observer, Silent
+from .exceptions import ConcurrentChange, ConfigurationError, RolloutBusy, UserError
+from .executors import InProcessExecutor
+from .interrupts import Guard
 from .models import Command, ErrorClass, Policy, Rollout, RolloutState, RunStatus, Selector, Tenant
-from .planning import Plan, known_behind, plan
+from .planning import Plan, check_reachable, known_behind, plan
 from .policy import assign_waves
+from .progress import Executor, Observer, Silent
 from .registry import connection_url
 from .revisions import Probe, RevisionRead, read_all
 from .runs import close_if_done, stop
@@ -96,6 +99,7 @@ async def rollout(
     observer: Observer | None = None,
     executor: Executor | None = None,
     wait: bool = True,
+    guard: Guard | None = None,
 ) -> int:
     """Run ``command revision`` over the selected tenants; returns the rollout id.
 
@@ -107,7 +111,7 @@ async def rollout(
     observer = observer or Silent()
     policy = policy or Policy()
     executor = executor or InProcessExecutor(settings, environ, parallel)
-    if not wait and not hasattr(executor, "start"):
+    if not wait and executor.owner is not None:
         raise ConfigurationError(
             "--no-wait needs workers: set TENANTCTL_BROKER_URL and run `tenantctl worker`"
         )
@@ -115,9 +119,11 @@ async def rollout(
     target = scripts.resolve(script, command, revision)
     resolved = await resolve_selection(settings, store, selector, environ)
     waves = assign_waves(resolved.tenants, policy)
+    executor.ready()
     behind = known_behind(resolved.tenants, await store.known_revisions(), target)
     reads = await read_current(settings, resolved, skip=behind)
     the_plan = plan(resolved.tenants, reads, target, resolved.unusable, behind)
+    check_reachable(script, command, revision, the_plan)
     rollout_id = await store.create_rollout(
         command=command,
         target=revision,
@@ -128,17 +134,28 @@ async def rollout(
         hosts=_hosts(resolved),
         policy=policy,
         waves=waves,
+        owner=executor.owner if wait else None,
+        lease_s=settings.lease_seconds,
     )
-    _planned(observer, rollout_id, the_plan)
-    await _drive(settings, store, executor, rollout_id, observer, wait)
+    await _planned(store, observer, rollout_id, the_plan)
+    await _drive(settings, store, executor, rollout_id, observer, wait, guard)
     return rollout_id
 
 
 async def _drive(
-    settings: Settings, store: Store, executor: Executor, rollout_id: int, observer: Observer, wait: bool
+    settings: Settings,
+    store: Store,
+    executor: Executor,
+    rollout_id: int,
+    observer: Observer,
+    wait: bool,
+    guard: Guard | None,
 ) -> None:
+    """Carry the rollout (or only start it: ``--no-wait``, workers carry it), inside ``guard`` (the CLI's
+    Ctrl-C handling); close it if nothing is left."""
     if wait:
-        await executor.execute(store, rollout_id, observer)
+        async with guard(rollout_id) if guard is not None else contextlib.nullcontext():
+            await executor.execute(store, rollout_id, observer)
     else:
         await executor.start(store, rollout_id)  # type: ignore[attr-defined]
     await close_if_done(store, settings, rollout_id)
@@ -148,26 +165,70 @@ def _hosts(resolved: Resolved) -> dict[str, str]:
     return {t.id: db_host(resolved.urls.get(t.id, t.url)) for t in resolved.tenants}
 
 
-def _planned(observer: Observer, rollout_id: int, the_plan: Plan) -> None:
+async def _planned(store: Store, observer: Observer, rollout_id: int, the_plan: Plan) -> None:
+    """Tell the observer what the rollout starts with, as recorded: a tenant another rollout holds was
+    planned to run but is recorded skipped (busy)."""
+    counts = await store.rollout_counts(rollout_id)
+    at_rest = sum(n for status, n in counts.items() if status.terminal)
     observer.planned(
         rollout_id,
-        the_plan.total,
-        len(the_plan.skipped) + len(the_plan.failed),
-        len(the_plan.skipped),
+        sum(counts.values()),
+        at_rest,
+        counts.get(RunStatus.SKIPPED, 0),
         [(t, message) for t, _cls, message in the_plan.failed],
     )
 
 
-async def _new_attempts(
+@dataclass(frozen=True, kw_only=True)
+class _Attempts:
+    plan: Plan
+    hosts: dict[str, str]
+
+
+async def _plan_attempts(
     settings: Settings, store: Store, rollout: Rollout, tenant_ids: list[str], environ: Mapping[str, str]
-) -> Plan:
+) -> _Attempts:
     """New attempts at some tenants of a rollout, each planned from its live revision: one already at
-    the target (a worker that died after finishing) is recorded as skipped, not migrated again."""
-    target = scripts.resolve(scripts.scripts(settings.alembic_config), rollout.command, rollout.target)
+    the target (a worker that died after finishing) is recorded as skipped, not migrated again. A target
+    some of them cannot reach is refused here, before ``retry``/``resume`` write anything."""
+    script = scripts.scripts(settings.alembic_config)
+    target = scripts.resolve(script, rollout.command, rollout.target)
     resolved = await resolve_selection(settings, store, Selector(tenants=tuple(tenant_ids)), environ)
     the_plan = plan(resolved.tenants, await read_current(settings, resolved), target, resolved.unusable)
-    await store.add_attempts(rollout.id, the_plan, _hosts(resolved))
-    return the_plan
+    check_reachable(script, rollout.command, rollout.target, the_plan)
+    return _Attempts(plan=the_plan, hosts=_hosts(resolved))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overrides:
+    """What ``retry`` and ``resume`` were told to change; everything else stays the rollout's own
+    (its ``--parallel``, timeouts and policy, as stored with it)."""
+
+    parallel: int | None = None
+    lock_timeout: float | None = None
+    statement_timeout: float | None = None
+    task_timeout: float | None = None
+
+    async def apply(self, store: Store, rollout: Rollout) -> None:
+        old = rollout.policy
+        policy = replace(
+            old,
+            lock_timeout=old.lock_timeout if self.lock_timeout is None else self.lock_timeout,
+            statement_timeout=old.statement_timeout
+            if self.statement_timeout is None
+            else self.statement_timeout,
+            task_timeout=old.task_timeout if self.task_timeout is None else self.task_timeout,
+        )
+        await store.set_options(rollout.id, parallel=self.parallel, policy=None if policy == old else policy)
+
+
+async def _carry_again(settings: Settings, store: Store, rollout: Rollout, executor: Executor) -> None:
+    """Become the rollout's coordinator before adding work to it (in-process): a live one already
+    carrying it wins, and this command says so in one line and changes nothing."""
+    if executor.owner is not None:
+        holder = await store.take_rollout(rollout.id, executor.owner, settings.lease_seconds)
+        if holder is not None:
+            raise RolloutBusy(rollout.id, holder)
 
 
 async def retry(
@@ -180,21 +241,30 @@ async def retry(
     observer: Observer | None = None,
     executor: Executor | None = None,
     wait: bool = True,
+    overrides: Overrides | None = None,
+    guard: Guard | None = None,
 ) -> int:
-    """Run the failed (and lost) tenants of a rollout again, as new attempts of the same rollout.
+    """Run the failed (and lost) tenants of a rollout again, as new attempts of the same rollout, with
+    the rollout's own parallelism, timeouts and policy unless ``overrides`` says otherwise.
     Tenants a halt left untouched stay halted: ``resume`` continues them."""
     observer = observer or Silent()
     rollout = await store.get_rollout(rollout_id)
-    executor = executor or InProcessExecutor(settings, environ, rollout.parallel)
+    executor = executor or InProcessExecutor(settings, environ)
     failed = [r.tenant_id for r in await store.rollout_runs(rollout_id) if r.status is RunStatus.FAILED]
     if selector != Selector():
         chosen = {t.id for t in select(await store.list_tenants(), selector)}
         failed = [t for t in failed if t in chosen]
     if not failed:
         raise UserError(f"rollout {rollout_id} has no failed tenants to retry{_matching(selector)}")
-    the_plan = await _new_attempts(settings, store, rollout, failed, environ)
-    _planned(observer, rollout_id, the_plan)
-    await _drive(settings, store, executor, rollout_id, observer, wait)
+    attempts = await _plan_attempts(settings, store, rollout, failed, environ)
+    executor.ready()
+    await _carry_again(settings, store, rollout, executor)
+    await (overrides or Overrides()).apply(store, rollout)
+    await store.add_attempts(
+        rollout.id, attempts.plan, attempts.hosts, executor.owner, settings.lease_seconds
+    )
+    await _planned(store, observer, rollout_id, attempts.plan)
+    await _drive(settings, store, executor, rollout_id, observer, wait, guard)
     return rollout_id
 
 
@@ -207,30 +277,31 @@ async def resume(
     observer: Observer | None = None,
     executor: Executor | None = None,
     wait: bool = True,
+    overrides: Overrides | None = None,
+    guard: Guard | None = None,
 ) -> int:
     """Continue a halted or cancelled rollout: its tenants never started are queued again, and those
-    stopped between two migrations get a new attempt from where they stand."""
+    stopped between two migrations get a new attempt from where they stand; with the rollout's own
+    parallelism, timeouts and policy unless ``overrides`` says otherwise."""
     observer = observer or Silent()
     rollout = await store.get_rollout(rollout_id)
-    if rollout.state not in (RolloutState.HALTED, RolloutState.CANCELLED):
+    if rollout.state not in states.RESUMABLE:
         raise UserError(
             f"rollout {rollout_id} is {rollout.state.value}: only a halted or cancelled one resumes"
         )
-    executor = executor or InProcessExecutor(settings, environ, rollout.parallel)
+    executor = executor or InProcessExecutor(settings, environ)
     midway = [r.tenant_id for r in await store.stopped_midway(rollout_id)]
-    requeued = await store.resume(rollout_id)
-    if requeued < 0:
-        raise UserError(f"rollout {rollout_id} was resumed by someone else")
-    the_plan = await _new_attempts(settings, store, rollout, midway, environ) if midway else Plan()
-    runs_ = await store.rollout_runs(rollout_id)
-    observer.planned(
-        rollout_id,
-        len(runs_),
-        sum(1 for r in runs_ if r.status.terminal),
-        len(the_plan.skipped),
-        [(t, message) for t, _cls, message in the_plan.failed],
-    )
-    await _drive(settings, store, executor, rollout_id, observer, wait)
+    attempts = await _plan_attempts(settings, store, rollout, midway, environ) if midway else None
+    executor.ready()
+    await _carry_again(settings, store, rollout, executor)
+    await (overrides or Overrides()).apply(store, rollout)
+    if await store.resume(rollout_id, executor.owner, settings.lease_seconds) < 0:
+        raise ConcurrentChange(rollout_id, "was resumed by someone else at the same moment")
+    if attempts is not None:
+        owner, lease = executor.owner, settings.lease_seconds
+        await store.add_attempts(rollout.id, attempts.plan, attempts.hosts, owner, lease)
+    await _planned(store, observer, rollout_id, attempts.plan if attempts else Plan())
+    await _drive(settings, store, executor, rollout_id, observer, wait, guard)
     return rollout_id
 
 
@@ -247,15 +318,17 @@ def _matching(selector: Selector) -> str:
     return "" if selector == Selector() else f" matching {selector.describe()}"
 
 
-async def follow(store: Store, rollout_id: int | None, observer: Observer, poll_interval: float) -> int:
-    """Attach to a rollout started anywhere and report it until it ends; returns its id."""
+async def follow(settings: Settings, store: Store, rollout_id: int | None, observer: Observer) -> int:
+    """Attach to a rollout started anywhere and report it until it ends (closing it, and notifying, if
+    this is the first to see it done); returns its id."""
     rollout = await store.get_rollout(rollout_id)
     runs_ = await store.rollout_runs(rollout.id)
     done = sum(1 for r in runs_ if r.status.terminal)
     failures = [(r.tenant_id, r.error_message or "") for r in runs_ if r.status is RunStatus.FAILED]
     skipped = sum(1 for r in runs_ if r.status is RunStatus.SKIPPED)
     observer.planned(rollout.id, len(runs_), done, skipped, failures)
-    await follow_runs(store, rollout.id, observer, poll_interval)
+    await follow_runs(store, rollout.id, observer, settings.poll_interval, grace=settings.control_db_grace)
+    await close_if_done(store, settings, rollout.id)
     return rollout.id
 
 
@@ -269,9 +342,13 @@ def _selection_record(selector: Selector, target: scripts.Target) -> dict[str, A
     }
 
 
-async def status(store: Store, rollout_id: int | None = None, *, attempts: bool = False) -> dict[str, Any]:
+async def status(
+    store: Store, rollout_id: int | None = None, *, attempts: bool = False, tracebacks: bool = False
+) -> dict[str, Any]:
     """The rollout as ``status --json`` prints it: a contract users' scripts read. ``counts`` are of each
-    tenant's latest attempt; with ``attempts`` the ``tenants`` list holds every attempt."""
+    tenant's latest attempt; with ``attempts`` the ``tenants`` list holds every attempt; with
+    ``tracebacks`` each tenant also gets ``traceback``, the one stored for that attempt (scrubbed of
+    passwords, None when it did not fail). Without it the rows stay exactly as they were."""
     ro = await store.get_rollout(rollout_id)
     latest = await store.rollout_runs(ro.id)
     runs = await store.rollout_attempts(ro.id) if attempts else latest
@@ -305,7 +382,9 @@ async def status(store: Store, rollout_id: int | None = None, *, attempts: bool 
                 "error_class": r.error_class.value if r.error_class else None,
                 "error": r.error_message if r.status is RunStatus.FAILED else None,
                 "note": r.error_message if r.status in _NOTED else None,
+                "blocked_by": r.blocked_by,
             }
+            | ({"traceback": r.traceback} if tracebacks else {})
             for r in runs
         ],
     }

@@ -1,146 +1,191 @@
-"""Executors take a created rollout and bring each of its queued runs to a terminal state.
+"""The in-process executor: a pool of child processes that carry a rollout's runs, dispatched and
+followed through the control DB exactly as Celery workers are.
 
-The in-process executor is a pool of child processes (Alembic's global ``context`` forbids threads);
-the Celery executor (``workers/executor.py``) dispatches tasks and follows the control DB.
+Each child runs :func:`lifecycle.carry` (claim with a lease, heartbeat, unit, settle), so a run carried
+here and a run carried by a Celery worker live the same life and die the same death: a killed child or a
+killed coordinator leaves runs whose leases expire, and the reaper judges them. The coordinator holds a
+lease on the rollout itself (``rollouts.owner``) and renews it while it dispatches; when it dies, the
+reaper halts the rollout, and ``resume``/``retry`` continue it.
+
+Children are started fresh (spawn: no parent state, lock or loop leaks in; Alembic's global ``context``
+forbids threads) and ignore SIGINT and SIGTERM: Ctrl-C in a terminal reaches the whole process group,
+and a migration must end at a migration boundary (the coordinator halts the rollout; each unit stops
+after its current migration), never in the middle of one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
-from collections import defaultdict
-from collections.abc import Mapping
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
-from typing import Protocol
+from concurrent.futures.process import BrokenProcessPool
 
+from . import lifecycle, reaper, runs
 from .controldb.store import Store
-from .dispatch import db_host
-from .exceptions import ConfigurationError
-from .jobs import build_job, secret_box
-from .models import ErrorClass, RunStatus, Tenant, UnitJob, UnitResult
-from .registry import connection_url
+from .dispatch import Dispatch
+from .exceptions import ControlDBError, RolloutBusy
+from .progress import Executor, Observer, Silent
+from .runtime import runtime
 from .settings import Settings
-from .unit import run_unit, worker_id
+
+__all__ = ["Executor", "InProcessExecutor", "Observer", "Silent", "Ticker"]
+log = logging.getLogger("tenantctl.executor")
+Wait = Callable[[float], Awaitable[object]]
+
+_settings: Settings | None = None
+_environ: Mapping[str, str] = {}
 
 
-class Observer(Protocol):
-    """Progress of a rollout, for a progress bar or a log."""
-
-    def planned(
-        self, rollout_id: int, total: int, done: int, skipped: int, failures: list[tuple[str, str]]
-    ) -> None: ...
-    def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None: ...
+def _child_init(settings: Settings, environ: Mapping[str, str]) -> None:
+    global _settings, _environ
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _settings, _environ = settings, dict(environ)
 
 
-class Silent:
-    def planned(
-        self, rollout_id: int, total: int, done: int, skipped: int, failures: list[tuple[str, str]]
-    ) -> None:
-        pass
-
-    def finished(self, tenant_id: str, status: RunStatus, error: str | None) -> None:
-        pass
-
-
-class Executor(Protocol):
-    async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
-        """Run (or dispatch and follow) every queued run of the rollout until none is left."""
-
-
-def _failed(job: UnitJob, cls: ErrorClass, message: str) -> UnitResult:
-    now = datetime.now(UTC)
-    return UnitResult(
-        run_id=job.run_id,
-        status=RunStatus.FAILED,
-        from_revision=None,
-        to_revision=None,
-        applied=(),
-        started_at=now,
-        finished_at=now,
-        worker=worker_id(),
-        error_class=cls,
-        error_message=message,
+def _child_carry(rollout_id: int, run_id: int, attempt: int) -> str:
+    assert _settings is not None, "the pool's initializer sets the settings"
+    return lifecycle.carry(
+        runtime(_settings),
+        _settings,
+        _environ,
+        rollout_id=rollout_id,
+        run_id=run_id,
+        attempt=attempt,
+        send=None,
     )
 
 
+class _Pool:
+    """A process pool that is made on first use and made again if a child died abruptly (a dead child
+    breaks a ProcessPoolExecutor; the runs it held are judged by the reaper from their leases)."""
+
+    def __init__(self, size: int, settings: Settings, environ: Mapping[str, str]) -> None:
+        self.size, self.settings, self.environ = size, settings, environ
+        self._pool: ProcessPoolExecutor | None = None
+        self.pending: set[asyncio.Future[str]] = set()
+
+    def send(self, batch: Sequence[Dispatch]) -> int:
+        loop = asyncio.get_running_loop()
+        for d in batch:
+            future = loop.run_in_executor(self._executor(), _child_carry, d.rollout_id, d.run_id, d.attempt)
+            self.pending.add(future)
+        return len(batch)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.size,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_init,
+                initargs=(self.settings, self.environ),
+            )
+        return self._pool
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep until a child ends or ``timeout`` passes; drop finished futures, replace a broken pool."""
+        if not self.pending:
+            await asyncio.sleep(timeout)
+            return
+        done, self.pending = await asyncio.wait(self.pending, timeout=timeout, return_when="FIRST_COMPLETED")
+        for future in done:
+            exc = future.exception()
+            if isinstance(exc, BrokenProcessPool):
+                log.warning("a pool process died; its runs are left to the reaper (lease expiry)")
+                self.shutdown(wait=False)
+            elif exc is not None:
+                log.error("a pool process failed: %s: %s", exc.__class__.__name__, exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=not wait)
+            self._pool = None
+
+
+def coordinator_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class InProcessExecutor:
-    """``parallel`` child processes, started fresh (spawn) so no parent state, lock or loop leaks in; at most
-    ``settings.per_host_limit`` of them on one database server. Waves run one after the other; the
-    rollout's policy is checked after every result, so a crossed budget halts it at once."""
+    """Carries a rollout with ``parallel`` child processes (default: the rollout's own ``--parallel``),
+    at most ``settings.per_host_limit`` migrations on one database server across every rollout."""
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], parallel: int | None = None) -> None:
         self.settings = settings
         self.environ = environ
-        self.parallel = parallel or settings.parallelism
+        self.parallel = parallel
+        self.owner: str | None = coordinator_id()
+
+    def ready(self) -> None:
+        """Nothing to check: the pool is this process's own."""
 
     async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
-        from .runs import next_wave
-
-        pool: ProcessPoolExecutor | None = None
-        try:
-            while (wave := await next_wave(store, self.settings, rollout_id)) is not None:
-                jobs = await self._jobs(store, observer, rollout_id, wave)
-                if jobs:
-                    pool = pool or ProcessPoolExecutor(
-                        max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn")
-                    )
-                    await self._run(store, observer, pool, jobs)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
-
-    async def _jobs(
-        self, store: Store, observer: Observer, rollout_id: int, wave: int
-    ) -> list[tuple[UnitJob, str]]:
+        owner = self.owner or coordinator_id()
+        holder = await store.take_rollout(rollout_id, owner, self.settings.lease_seconds)
+        if holder is not None:
+            raise RolloutBusy(rollout_id, holder)
         rollout = await store.get_rollout(rollout_id)
-        queued = await store.queued_runs(rollout_id, wave)
-        tenants = {t.id: t for t in await store.list_tenants()}
-        box = secret_box(self.settings)
-        jobs: list[tuple[UnitJob, str]] = []
-        for run_id, tenant_id in queued:
-            tenant = tenants.get(tenant_id) or Tenant(id=tenant_id, url="")
+        pool = _Pool(self.parallel or rollout.parallel, self.settings, self.environ)
+        tick = Ticker(store, self.settings, self.environ, rollout_id, pool.send, owner=owner)
+        try:
+            await tick.follow(observer, pool.wait)
+        finally:
+            pool.shutdown()  # the children's current units end and settle first
             try:
-                if not tenant.url:
-                    raise ConfigurationError(f"tenant {tenant_id} was removed from the registry")
-                url = connection_url(tenant, box, self.environ)
-            except ConfigurationError as exc:
-                job = build_job(self.settings, run_id=run_id, tenant=tenant, rollout=rollout, url="")
-                await store.mark_running(run_id, worker_id())
-                await self._record(store, observer, job, _failed(job, ErrorClass.INVALID_CONFIG, exc.message))
-                continue
-            job = build_job(self.settings, run_id=run_id, tenant=tenant, rollout=rollout, url=url)
-            jobs.append((job, db_host(url)))
-        return jobs
+                await store.release_rollout(rollout_id, owner)
+            except ControlDBError as exc:  # the lease simply expires; the reaper reads nothing into it
+                log.warning(
+                    "rollout %s: could not release the coordinator's lease: %s", rollout_id, exc.message
+                )
 
-    async def _run(
-        self, store: Store, observer: Observer, pool: ProcessPoolExecutor, jobs: list[tuple[UnitJob, str]]
+
+class Ticker:
+    """A waiting coordinator's work between two progress reads, on either executor: renew its lease on
+    the rollout (in-process: ``owner``), dispatch what the caps allow, and now and then a reaper pass (a
+    process killed mid-unit; with a broker, messages lost are sent again)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        environ: Mapping[str, str],
+        rollout_id: int,
+        send: runs.Send,
+        *,
+        owner: str | None = None,
+        resend: runs.Send | None = None,
     ) -> None:
-        from .runs import next_wave
+        self.store, self.settings, self.environ = store, settings, environ
+        self.rollout_id, self.owner, self.send, self.resend = rollout_id, owner, send, resend
+        self.renewed = self.reaped = time.monotonic()
+        self.holding = True
 
-        loop = asyncio.get_running_loop()
-        gate = asyncio.Semaphore(self.parallel)
-        per_host = self.settings.per_host_limit or self.parallel
-        hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
+    async def follow(
+        self, observer: Observer, wait: Callable[[float], Awaitable[object]] = asyncio.sleep
+    ) -> None:
+        """Dispatch, then report progress until no run of the rollout is queued or running."""
+        await self()
+        poll, grace = self.settings.poll_interval, self.settings.control_db_grace
+        await runs.follow(self.store, self.rollout_id, observer, poll, self, wait, grace)
 
-        async def one(job: UnitJob, host: str) -> None:
-            async with hosts[host], gate:
-                # the claim fails if the rollout was halted or cancelled meanwhile: then nothing starts
-                if not await store.mark_running(job.run_id, worker_id()):
-                    return
-                try:
-                    result = await loop.run_in_executor(pool, run_unit, job)
-                except Exception as exc:  # the child died: record it, never lose the run
-                    result = _failed(
-                        job, ErrorClass.INTERNAL, f"worker process failed: {exc.__class__.__name__}"
+    async def __call__(self) -> None:
+        now = time.monotonic()
+        if self.owner is not None and now - self.renewed >= self.settings.lease_seconds / 3:
+            self.renewed = now
+            if not await self.store.renew_rollout(self.rollout_id, self.owner, self.settings.lease_seconds):
+                if self.holding:
+                    log.warning(
+                        "rollout %s: this coordinator lost its lease; it dispatches no more", self.rollout_id
                     )
-                await self._record(store, observer, job, result)
-                if result.status is RunStatus.FAILED:
-                    await next_wave(store, self.settings, job.rollout_id)  # applies the failure budget now
-
-        await asyncio.gather(*(one(job, host) for job, host in jobs))
-
-    @staticmethod
-    async def _record(store: Store, observer: Observer, job: UnitJob, result: UnitResult) -> None:
-        await store.record_result(result)
-        observer.finished(job.tenant_id, result.status, result.error_message)
+                self.holding = False
+        if self.holding:
+            await runs.dispatch_more(self.store, self.settings, self.rollout_id, self.send)
+        if now - self.reaped >= self.settings.reap_interval:
+            self.reaped = now
+            await reaper.reap(self.store, self.settings, self.environ, self.resend)

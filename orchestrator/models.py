@@ -133,6 +133,7 @@ class Rollout:
     parallel: int
     policy: Policy = field(default_factory=lambda: Policy())
     halt_reason: str | None = None
+    owner: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +160,7 @@ class TenantRun:
     lease_expires_at: datetime | None = None
     wave: int = 1
     retries: int = 0
+    blocked_by: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

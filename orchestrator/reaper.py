@@ -1,8 +1,12 @@
-"""The reaper: decides runs whose worker vanished (lease expired), and keeps rollouts moving.
+"""The reaper: decides runs whose process vanished (lease expired), halts rollouts whose coordinator
+vanished, and keeps rollouts moving.
 
-A run whose lease expired is judged only when its tenant's migration lock is free (no one is still
+A run whose lease expired (a Celery worker or a child of the in-process pool killed, or cut from the
+control DB past its lease) is judged only when its tenant's migration lock is free (no one is still
 migrating it). Its revision is read back from the tenant: at the rollout's absolute target it succeeded
-(the worker died after the work); anywhere else it failed as ``lost``, and ``retry`` brings it on.
+(the process died after the work); anywhere else it failed as ``lost``, and ``retry`` brings it on.
+A rollout whose in-process coordinator stopped renewing its lease (``tenantctl upgrade`` killed) is
+halted: its runs not started wait for ``resume``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .jobs import secret_box
 from .models import ErrorClass, RunStatus, TenantRun
 from .registry import connection_url
 from .revisions import probe_lock
-from .runs import Send, dispatch_more
+from .runs import Send, close_if_done, dispatch_more, stop
 from .settings import Settings
 
 log = logging.getLogger("tenantctl.reaper")
@@ -36,14 +40,18 @@ class Reaped:
 async def reap(
     store: Store, settings: Settings, environ: Mapping[str, str], send: Send | None = None
 ) -> list[Reaped]:
-    """One pass: resolve expired runs, re-dispatch lost messages, close finished rollouts."""
+    """One pass: halt rollouts whose coordinator died, resolve expired runs, re-dispatch lost messages
+    (with a sender), close finished rollouts (notifying once)."""
+    for rollout_id, owner in await store.orphaned_rollouts():
+        reason = f"coordinator {owner} stopped (its lease expired): `tenantctl resume {rollout_id}` continues"
+        await stop(store, settings, rollout_id, reason)
     reaped = [
         r for run in await store.expired_leases() if (r := await _resolve(store, settings, environ, run))
     ]
-    for rollout_id in await store.running_rollouts():
+    for rollout_id in await store.open_rollouts():
         if send is not None:
             await dispatch_more(store, settings, rollout_id, send)
-        await store.finish_if_done(rollout_id)
+        await close_if_done(store, settings, rollout_id)
     return reaped
 
 

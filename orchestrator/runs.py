@@ -7,17 +7,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import notify
 from .controldb.store import Store
 from .dispatch import Dispatch
-from .exceptions import TenantctlError, UnknownTenant
-from .executors import Observer
+from .exceptions import ControlDBError, TenantctlError, UnknownTenant
 from .jobs import job_from
 from .models import ErrorClass, Rollout, RolloutState, RunStatus, UnitJob, UnitResult
 from .policy import decide, gated
+from .progress import Observer
 from .secrets import mask_text
 from .settings import Settings
 
@@ -27,11 +28,18 @@ Send = Callable[[Sequence[Dispatch]], int]
 TAIL_POLL = 0.1  # the shortest wait between two progress reads
 
 
+@dataclass(frozen=True)
+class Unusable:
+    """A claimed run that could not start (its tenant was removed, its URL cannot be resolved): it is
+    already recorded failed, ``invalid_config``."""
+
+    run_id: int
+
+
 async def claim(
     store: Store, settings: Settings, run_id: int, attempt: int, worker: str, environ: Mapping[str, str]
-) -> UnitJob | None:
-    """Claim a run (CAS) and build its job; None when the message is a duplicate or the run cannot start
-    (then it is already recorded as failed)."""
+) -> UnitJob | Unusable | None:
+    """Claim a run (CAS, starting its lease) and build its job; None when the message is a duplicate."""
     context = await store.claim_context(run_id, attempt, worker, settings.lease_seconds)
     if context is None:
         log.info("run %s attempt %s already claimed or finished: duplicate message ignored", run_id, attempt)
@@ -58,7 +66,7 @@ async def claim(
             ),
             fenced=True,
         )
-        return None
+        return Unusable(run_id)
 
 
 async def next_wave(
@@ -84,22 +92,26 @@ async def next_wave(
 async def stop(
     store: Store, settings: Settings, rollout_id: int, reason: str, state: RolloutState = RolloutState.HALTED
 ) -> bool:
-    """Halt or cancel a rollout (runs not started wait for ``resume``), say why, and notify."""
+    """Halt or cancel a rollout (runs not started wait for ``resume``) and say why; it closes (and
+    notifies) once its running runs have ended, at once when none is running."""
     if not await store.halt(rollout_id, reason, state):
         return False
     log.warning("rollout %s %s: %s", rollout_id, state.value, reason)
-    if settings.webhook_url is not None:
-        await notify.send(settings, notify.rollout_message(await report(store, rollout_id), reason))
     await close_if_done(store, settings, rollout_id)
     return True
 
 
 async def close_if_done(store: Store, settings: Settings, rollout_id: int) -> RolloutState | None:
-    """Close the rollout when nothing of it is queued or running; the closer notifies."""
+    """Close the rollout when nothing of it is queued or running. Every path that may close a rollout
+    (a worker, a pool child, the coordinator, the reaper, ``status --follow``, ``cancel``) comes here,
+    and the close is a compare-and-set: exactly one caller closes it, and that one sends the webhook."""
     state = await store.finish_if_done(rollout_id)
     # the report reads every run: only built when a webhook will carry it
-    if state in (RolloutState.SUCCEEDED, RolloutState.FAILED) and settings.webhook_url is not None:
-        await notify.send(settings, notify.rollout_message(await report(store, rollout_id)))
+    if state is not None and settings.webhook_url is not None:
+        rollout = await store.get_rollout(rollout_id)
+        await notify.send(
+            settings, notify.rollout_message(await report(store, rollout_id), rollout.halt_reason)
+        )
     return state
 
 
@@ -115,11 +127,18 @@ def _plain_wave(rollout: Rollout) -> int | None:
     return 1 if rollout.state is RolloutState.RUNNING and not gated(rollout.policy) else None
 
 
-async def settle(store: Store, settings: Settings, rollout_id: int, result: UnitResult, send: Send) -> bool:
-    """What a worker does after its unit: record the result (fenced by its claim), send the next runs,
-    and close the rollout when none is left, notifying as the coordinator would. For a plain rollout the
+async def settle(
+    store: Store, settings: Settings, rollout_id: int, result: UnitResult, send: Send | None
+) -> bool:
+    """What a process does after its unit: record the result (fenced by its claim), apply the policy,
+    send the next runs when it can send (``send``: a Celery worker; the in-process coordinator dispatches
+    for its children), and close the rollout when none is left. For a plain rollout with a sender the
     record and the reservation are one transaction. Returns whether the result was written (False: the
     reaper settled the run first)."""
+    if send is None:
+        written = await store.record_result(result, fenced=True)
+        await after_result(store, settings, rollout_id, failed=result.status is RunStatus.FAILED)
+        return written
     written, rollout, chosen = await store.record_and_reserve(
         result, rollout_id, settings.per_host_limit, settings.redispatch_after, _plain_wave
     )
@@ -128,6 +147,14 @@ async def settle(store: Store, settings: Settings, rollout_id: int, result: Unit
     elif not (chosen and send(chosen)):
         await close_if_done(store, settings, rollout_id)
     return written
+
+
+async def after_result(store: Store, settings: Settings, rollout_id: int, *, failed: bool) -> None:
+    """After a run settled without dispatching: a failure may cross the budget (halt now), and the last
+    run closes the rollout."""
+    if failed:
+        await next_wave(store, settings, rollout_id)
+    await close_if_done(store, settings, rollout_id)
 
 
 async def keep_moving(
@@ -164,28 +191,48 @@ async def follow(
     observer: Observer,
     poll_interval: float,
     tick: Callable[[], Awaitable[None]] | None = None,
+    wait: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    grace: float = 60.0,
 ) -> None:
-    """Report runs as they become terminal, reading only the control DB, until none is queued or running."""
+    """Report runs as they become terminal, reading only the control DB, until none is queued or running.
+
+    ``wait(seconds)``: between two reads (the in-process executor wakes as soon as a child ends). A
+    control DB that stops answering is read again every poll for ``grace`` seconds (units go on
+    meanwhile); past that, ControlDBError ends the follow (the rollout itself goes on without it)."""
     rollout = await store.get_rollout(rollout_id)
     seen = {r.id for r in await store.rollout_runs(rollout_id) if r.status.terminal}
     since = rollout.created_at - timedelta(seconds=1)
     started, already = time.monotonic(), len(seen)
+    down_since: float | None = None
     while True:
-        for run in await store.runs_finished_since(rollout_id, since):
-            if run.id not in seen:
-                seen.add(run.id)
-                observer.finished(run.tenant_id, run.status, run.error_message)
-            if run.finished_at is not None:
-                # workers' clocks may differ slightly: look back a little, dedupe by id
-                since = max(since, run.finished_at - timedelta(seconds=5))
-        counts = await store.rollout_counts(rollout_id)
-        if not counts.get(RunStatus.QUEUED, 0) and not counts.get(RunStatus.RUNNING, 0):
-            return
-        if tick is not None:
-            await tick()
-        left = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
+        try:
+            # counts first: when they say nothing is left, the read after them holds every last result
+            counts = await store.rollout_counts(rollout_id)
+            for run in await store.runs_finished_since(rollout_id, since):
+                if run.id not in seen:
+                    seen.add(run.id)
+                    observer.finished(run.tenant_id, run.status, run.error_message)
+                if run.finished_at is not None:
+                    # workers' clocks may differ slightly: look back a little, dedupe by id
+                    since = max(since, run.finished_at - timedelta(seconds=5))
+            left = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
+            if not left:
+                return
+            if tick is not None:
+                await tick()
+            down_since = None
+        except ControlDBError as exc:
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > grace:
+                raise ControlDBError(
+                    f"{exc.message} (for {grace:g}s): rollout {rollout_id} goes on without this command; "
+                    f"`tenantctl status {rollout_id} --follow` attaches again"
+                ) from exc
+            log.warning("rollout %s: %s; reading again", rollout_id, exc.message)
+            await asyncio.sleep(poll_interval)
+            continue
         elapsed = time.monotonic() - started
-        await asyncio.sleep(next_poll(poll_interval, left, (len(seen) - already) / elapsed if elapsed else 0))
+        await wait(next_poll(poll_interval, left, (len(seen) - already) / elapsed if elapsed else 0))
 
 
 def next_poll(poll_interval: float, left: int, per_second: float) -> float:

@@ -1,5 +1,6 @@
-"""What a worker process keeps between tasks: one event loop and one control-DB store (a connection pool),
-plus a heartbeat thread that renews the lease of the run being migrated."""
+"""What a process that carries tenant runs keeps between them (a Celery worker process, a child of the
+in-process pool): one event loop and one control-DB store (a connection pool), plus a heartbeat thread
+that renews the lease of the run being migrated."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from orchestrator.controldb.store import Store
-from orchestrator.settings import Settings
-from orchestrator.unit import worker_id
+from .controldb.store import Store
+from .exceptions import ControlDBError
+from .settings import Settings
+from .unit import worker_id
 
 T = TypeVar("T")
 log = logging.getLogger("tenantctl.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Renews the current run's lease every third of the lease, on its own loop and store (the task's
-    thread is busy migrating)."""
+    """Renews the current run's lease every third of the lease, on its own loop and store (the unit's
+    thread is busy migrating). A control DB that does not answer is logged in one line and tried again
+    at the next beat: the unit goes on, and its lease is renewed once the control DB is back."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="tenantctl-heartbeat", daemon=True)
@@ -42,8 +45,8 @@ class Heartbeat(threading.Thread):
                 try:
                     if not await store.extend_lease(run_id, worker_id(), self.settings.lease_seconds):
                         log.warning("lease of run %s was taken over (reaped?)", run_id)
-                except Exception:
-                    log.exception("heartbeat of run %s failed", run_id)
+                except ControlDBError as exc:
+                    log.warning("heartbeat of run %s: %s", run_id, exc.message)
 
     @contextmanager
     def holding(self, run_id: int) -> Iterator[None]:

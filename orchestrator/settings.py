@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=30.0, gt=0, description="A running tenant run's lease; the worker renews it every third."
     )
+    control_db_grace: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds a worker or a coordinator keeps retrying a control DB that does not answer before it "
+            "gives up (the reaper then settles its runs from the tenants' real revisions)."
+        ),
+    )
     redispatch_after: float = Field(
         default=120.0, gt=0, description="Seconds after which a dispatched run never claimed is sent again."
     )

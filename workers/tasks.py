@@ -11,13 +11,12 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 
-from orchestrator import reaper, runs
+from orchestrator import lifecycle, reaper, runs
 from orchestrator.dispatch import Dispatch
+from orchestrator.runtime import runtime
 from orchestrator.settings import Settings
-from orchestrator.unit import run_unit, worker_id
 
 from . import audits
-from .runtime import runtime
 
 log = logging.getLogger("tenantctl.worker")
 
@@ -51,16 +50,17 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name=MIGRATE, bind=True)  # type: ignore[untyped-decorator]
     def migrate(self: Any, rollout_id: int, run_id: int, attempt: int) -> str:
-        rt = runtime(settings)
-        job = rt.run(runs.claim(rt.store, settings, run_id, attempt, worker_id(), os.environ))
-        if job is None:  # a duplicate, or a run that could not start: keep the rollout moving
-            rt.run(runs.keep_moving(rt.store, settings, rollout_id, send))
-            return "duplicate"
-        with rt.heartbeat.holding(run_id):
-            result = run_unit(job)
-        if not rt.run(runs.settle(rt.store, settings, rollout_id, result, send)):
-            log.warning("run %s was settled by the reaper before this worker finished", run_id)
-        return "done"
+        """The same life as a run of the in-process pool (``lifecycle.carry``); this worker sends the
+        next runs itself."""
+        return lifecycle.carry(
+            runtime(settings),
+            settings,
+            os.environ,
+            rollout_id=rollout_id,
+            run_id=run_id,
+            attempt=attempt,
+            send=send,
+        )
 
     @app.task(name=REAP)  # type: ignore[untyped-decorator]
     def reap() -> int:

@@ -92,6 +92,17 @@ def summary(report: Mapping[str, Any]) -> None:
         out.print(
             f"[yellow]{report['state']}: {report['halt_reason']}[/yellow] — `tenantctl resume {report['id']}`"
         )
+    busy: dict[int, list[str]] = {}
+    for t in report["tenants"]:
+        if t.get("blocked_by") is not None:
+            busy.setdefault(t["blocked_by"], []).append(t["tenant"])
+    for holder, tenants in sorted(busy.items()):
+        shown = ", ".join(tenants[:5]) + (f" and {len(tenants) - 5} more" if len(tenants) > 5 else "")
+        out.print(
+            f"[yellow]{len(tenants)} skipped: rollout {holder} holds {shown}[/yellow] — "
+            f"`tenantctl status {holder} --follow`",
+            highlight=False,
+        )
     failed = [t for t in report["tenants"] if t["status"] == "failed"]
     if failed:
         table = Table("tenant", "at", "error class", "error", box=None, header_style="bold red")

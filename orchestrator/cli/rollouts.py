@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,12 +11,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import coordinator, preview
+from .. import coordinator, interrupts, preview
 from ..controldb.store import Store
-from ..exceptions import UserError
-from ..executors import Executor, InProcessExecutor
+from ..exceptions import Interrupted, UserError
+from ..executors import InProcessExecutor
 from ..models import Command, ErrorClass, Policy, Selector
 from ..policy import parse_rate
+from ..progress import Executor
 from ..settings import Settings
 from . import render
 from .common import (
@@ -47,7 +48,7 @@ NoWaitOpt = Annotated[
     bool,
     typer.Option("--no-wait", help="Print the rollout id and return; workers carry it out (needs a broker)."),
 ]
-RolloutArg = Annotated[int, typer.Argument(metavar="ROLLOUT_ID")]
+RolloutArg = Annotated[int, typer.Argument(metavar="ROLLOUT_ID", min=1, max=2**31 - 1)]
 CanaryOpt = Annotated[
     int, typer.Option("--canary", min=0, help="Migrate this many tenants first; go on only if all succeed.")
 ]
@@ -102,6 +103,25 @@ def executor_for(cfg: Settings, environ: Mapping[str, str], parallel: int | None
     return InProcessExecutor(cfg, environ, parallel)
 
 
+def _reporting_interrupts(
+    go: Callable[[Store], Awaitable[dict[str, Any]]], as_json: bool
+) -> Callable[[Store], Awaitable[dict[str, Any]]]:
+    """``go``, printing where the rollout stands before an interrupt ends the command (exit 130)."""
+
+    async def wrapped(store: Store) -> dict[str, Any]:
+        try:
+            return await go(store)
+        except Interrupted as exc:
+            report = await coordinator.status(store, exc.rollout)
+            if as_json:
+                print_json(report)
+            else:
+                render.summary(report)
+            raise
+
+    return wrapped
+
+
 def _finish(report: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(report)
@@ -125,6 +145,7 @@ def _preview(command: Command, revision: str, sel: Selector, opts: RolloutOption
 
     rows, urls = run(go, cfg=cfg)
     groups = preview.group(rows)
+    refused = preview.refusal(revision, rows)  # after the plan is shown: exit 3, as the rollout would
     if opts.sql:
         assert opts.out is not None
         index = preview.offline_sql(cfg, rows, urls, command, opts.out)
@@ -135,12 +156,15 @@ def _preview(command: Command, revision: str, sel: Selector, opts: RolloutOption
                 out.print(f"{opts.out / name}: {len(tenants)} tenant(s)", highlight=False)
             for tenant, why in index["not_written"].items():
                 err.print(f"{tenant}: not written ({why})", highlight=False)
+        if refused:
+            raise refused
         raise typer.Exit(1 if any(r.error for r in rows) else 0)
     if opts.as_json:
         print_json(
             {
                 "command": command.value,
                 "target": revision,
+                "refused": refused.message if refused else None,
                 "groups": groups,
                 "tenants": [
                     {
@@ -161,6 +185,8 @@ def _preview(command: Command, revision: str, sel: Selector, opts: RolloutOption
         )
         for g in groups:
             out.print(f"  {g['summary']}", highlight=False)
+    if refused:
+        raise refused
     raise typer.Exit(1 if any(r.error for r in rows) else 0)
 
 
@@ -187,10 +213,11 @@ def _rollout(command: Command, revision: str, sel: Selector, opts: RolloutOption
                 observer=observer,
                 executor=executor,
                 wait=not no_wait,
+                guard=interrupts.guard(store, cfg, who()),
             )
         return await coordinator.status(store, rollout_id)
 
-    report = run(go, cfg=cfg)
+    report = run(_reporting_interrupts(go, as_json), cfg=cfg)
     if no_wait:
         if as_json:
             print_json(report)
@@ -272,12 +299,23 @@ def retry(
     tag: TagOpt = None,
     group: GroupOpt = None,
     exclude: ExcludeOpt = None,
+    parallel: ParallelOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StmtTimeoutOpt = None,
+    task_timeout: TaskTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the failed and lost tenants of a rollout again, as new attempts of the same rollout."""
+    """Run the failed and lost tenants of a rollout again, as new attempts of the same rollout, with the
+    rollout's own --parallel and timeouts unless given here."""
     cfg = settings()
     environ = dict(os.environ)
     executor = executor_for(cfg, environ, None)
+    overrides = coordinator.Overrides(
+        parallel=parallel,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        task_timeout=task_timeout,
+    )
 
     async def go(store: Store) -> dict[str, Any]:
         with render.ProgressObserver(f"retry of {rollout}") as observer:
@@ -289,16 +327,19 @@ def retry(
                 environ=environ,
                 observer=observer,
                 executor=executor,
+                overrides=overrides,
+                guard=interrupts.guard(store, cfg, who()),
             )
         return await coordinator.status(store, rollout)
 
-    _finish(run(go, cfg=cfg), as_json)
+    _finish(run(_reporting_interrupts(go, as_json), cfg=cfg), as_json)
 
 
 @commands.command()
 def status(
     rollout: Annotated[
-        int | None, typer.Argument(metavar="[ROLLOUT_ID]", help="Default: the latest rollout.")
+        int | None,
+        typer.Argument(metavar="[ROLLOUT_ID]", min=1, max=2**31 - 1, help="Default: the latest rollout."),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Show progress until the rollout ends.")
@@ -308,6 +349,9 @@ def status(
         ErrorClass | None, typer.Option("--error-class", help="Only failures of this class.")
     ] = None,
     attempts: Annotated[bool, typer.Option("--attempts", help="Every attempt, not only the latest.")] = False,
+    tracebacks: Annotated[
+        bool, typer.Option("--tracebacks", help="With --json: each tenant's stored, scrubbed traceback.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Where every tenant of a rollout stands. Exit 1 unless it succeeded or is running."""
@@ -317,9 +361,8 @@ def status(
         rollout_id = rollout
         if follow:
             with render.ProgressObserver("") as observer:
-                rollout_id = await coordinator.follow(store, rollout, observer, cfg.poll_interval)
-            await store.finish_if_done(rollout_id)
-        return await coordinator.status(store, rollout_id, attempts=attempts)
+                rollout_id = await coordinator.follow(cfg, store, rollout, observer)
+        return await coordinator.status(store, rollout_id, attempts=attempts, tracebacks=tracebacks)
 
     report = run(go, cfg=cfg)
     if failed or error_class is not None:
@@ -346,11 +389,25 @@ def cancel(rollout: RolloutArg) -> None:
 
 
 @commands.command()
-def resume(rollout: RolloutArg, as_json: JsonOpt = False, no_wait: NoWaitOpt = False) -> None:
-    """Continue a halted or cancelled rollout."""
+def resume(
+    rollout: RolloutArg,
+    parallel: ParallelOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    statement_timeout: StmtTimeoutOpt = None,
+    task_timeout: TaskTimeoutOpt = None,
+    as_json: JsonOpt = False,
+    no_wait: NoWaitOpt = False,
+) -> None:
+    """Continue a halted or cancelled rollout, with its own --parallel and timeouts unless given here."""
     cfg = settings()
     environ = dict(os.environ)
     executor = executor_for(cfg, environ, None)
+    overrides = coordinator.Overrides(
+        parallel=parallel,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        task_timeout=task_timeout,
+    )
 
     async def go(store: Store) -> dict[str, Any]:
         with render.ProgressObserver(f"resume of {rollout}", quiet=no_wait) as observer:
@@ -362,10 +419,12 @@ def resume(rollout: RolloutArg, as_json: JsonOpt = False, no_wait: NoWaitOpt = F
                 observer=observer,
                 executor=executor,
                 wait=not no_wait,
+                overrides=overrides,
+                guard=interrupts.guard(store, cfg, who()),
             )
         return await coordinator.status(store, rollout)
 
-    report = run(go, cfg=cfg)
+    report = run(_reporting_interrupts(go, as_json), cfg=cfg)
     if no_wait:
         raise typer.Exit(0)
     _finish(report, as_json)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+ACTIVE = "status IN ('queued', 'running')"
+"""A run that holds its tenant (``states.ACTIVE``): at most one per tenant, across all rollouts."""
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -42,6 +45,8 @@ rollouts = sa.Table(
     sa.Column("parallel", sa.Integer, nullable=False),
     sa.Column("policy", sa.Text, nullable=False, server_default="{}"),
     sa.Column("halt_reason", sa.Text, nullable=True),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("owner_lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index(None, "state"),
 )
 
@@ -68,11 +73,19 @@ tenant_runs = sa.Table(
     sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("wave", sa.Integer, nullable=False, server_default="1"),
     sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("blocked_by", sa.Integer, nullable=True),
     sa.UniqueConstraint("rollout_id", "tenant_id", "attempt"),
     sa.Index(None, "rollout_id", "status"),
     sa.Index(None, "tenant_id", "id"),
     sa.Index(None, "status", "lease_expires_at"),
     sa.Index(None, "status", "dispatched_at"),
+    sa.Index(
+        "uq_tenant_runs_active",
+        "tenant_id",
+        unique=True,
+        postgresql_where=sa.text(ACTIVE),
+        sqlite_where=sa.text(ACTIVE),
+    ),
 )
 
 audits = sa.Table(

@@ -245,8 +245,13 @@ def test_dry_run_changes_nothing(harness: Harness, tenant_dbs: Callable[[int], l
     assert "3 tenants base→0004 (4 steps)" in result.stdout
     assert "2 tenants 0002→0004 (2 steps)" in result.stdout
     assert "1 tenant not plannable" in result.stdout
-    plan = json.loads(harness.cli("downgrade", "-1", "--dry-run", "--json", "--exclude", "gone").stdout)
+    down = harness.cli("downgrade", "-1", "--dry-run", "--json", "--exclude", "gone")
+    plan = json.loads(down.stdout)
     assert {g["summary"] for g in plan["groups"]} >= {"2 tenants 0002→0001 (1 step)"}
+    # three tenants are at base: the rollout would be refused, and the dry run says so (exit 3)
+    assert down.returncode == 3 and plan["refused"].startswith("revision '-1'"), down.stderr
+    assert "3 tenants not plannable (cannot reach -1)" in {g["summary"] for g in plan["groups"]}
+    assert down.stderr.strip() == f"tenantctl: error: {plan['refused']}"
 
 
 def _schema(url: str) -> list[tuple[Any, ...]]:

@@ -44,43 +44,92 @@ def _pg_bin(name: str) -> str:
     return found
 
 
+class ThrowawayPostgres:
+    """A PostgreSQL server of our own on a free port (initdb, trust auth, user postgres; run as the
+    postgres user when we are root), which a test may stop and start again on the same data."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.data = tempfile.mkdtemp(prefix="tenantctl-pg-")
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.data, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(
+            [
+                *self.as_user,
+                _pg_bin("initdb"),
+                "-D",
+                self.data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> ThrowawayPostgres:
+        self.proc = subprocess.Popen(
+            [
+                *self.as_user,
+                _pg_bin("postgres"),
+                "-D",
+                self.data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.data,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait("127.0.0.1", self.port, "PostgreSQL")
+        deadline = time.monotonic() + 30
+        while subprocess.run(  # accepting TCP is not yet accepting sessions (recovery after a stop)
+            [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            capture_output=True,
+        ).returncode:
+            if time.monotonic() > deadline:
+                raise RuntimeError("throwaway PostgreSQL does not accept sessions")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        """A fast shutdown: sessions are cut, the data kept (``pg_ctl``, as the server's own user:
+        runuser does not pass our signals on to the postmaster)."""
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(
+                [*self.as_user, _pg_bin("pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop"],
+                check=True,
+                capture_output=True,
+            )
+            self.proc.wait(30)
+        self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 def start_postgres() -> str:
-    """initdb + postgres on a free port, trust auth, user postgres; as root, run as the postgres user."""
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="tenantctl-pg-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*as_user, _pg_bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    proc = subprocess.Popen(
-        [
-            *as_user,
-            _pg_bin("postgres"),
-            "-D",
-            data,
-            "-p",
-            str(port),
-            "-k",
-            data,
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "max_connections=300",
-            "-c",
-            "fsync=off",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    atexit.register(lambda: (proc.terminate(), proc.wait(10), shutil.rmtree(data, ignore_errors=True)))
-    _wait("127.0.0.1", port, "PostgreSQL")
-    time.sleep(0.5)
-    return f"postgresql://postgres@127.0.0.1:{port}"
+    """A throwaway server for the whole session, removed at exit."""
+    server = ThrowawayPostgres().start()
+    atexit.register(server.destroy)
+    return server.url
 
 
 def start_redis() -> str:

@@ -1,0 +1,119 @@
+"""Tenants in the control database: the registry's rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..exceptions import ConcurrentRegistryChange, ConstraintViolation, DuplicateTenant, UnknownTenant
+from ..models import (
+    Tenant,
+)
+from .engine import StoreBase, utcnow
+from .schema import tenants
+
+
+def tenant_from_row(row: sa.Row[Any]) -> Tenant:
+    """A registry row as a domain record."""
+    return Tenant(
+        id=row.id,
+        url=row.url,
+        password_token=row.password_token,
+        schema=row.schema,
+        tags=tuple(t for t in row.tags.split(",") if t),
+        group=row.group,
+        enabled=bool(row.enabled),
+    )
+
+
+class TenantStore(StoreBase):
+    # -- tenants ----------------------------------------------------------------------------------
+    @staticmethod
+    def _tenant_values(t: Tenant) -> dict[str, Any]:
+        return {
+            "id": t.id,
+            "url": t.url,
+            "password_token": t.password_token,
+            "schema": t.schema,
+            "tags": ",".join(t.tags),
+            "group": t.group,
+            "enabled": t.enabled,
+        }
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self._tx() as conn:
+            rows = (await conn.execute(sa.select(tenants).order_by(tenants.c.id))).all()
+        return [tenant_from_row(r) for r in rows]
+
+    async def get_tenant(self, tenant_id: str) -> Tenant:
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first()
+        if row is None:
+            raise UnknownTenant(tenant_id)
+        return tenant_from_row(row)
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        """Insert a tenant; the primary key, not a prior read, decides a duplicate."""
+        now = utcnow()
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    tenants.insert().values(**self._tenant_values(tenant), created_at=now, updated_at=now)
+                )
+        except ConstraintViolation as exc:
+            raise DuplicateTenant(tenant.id) from exc
+
+    async def remove_tenant(self, tenant_id: str) -> None:
+        async with self._tx() as conn:
+            result = await conn.execute(tenants.delete().where(tenants.c.id == tenant_id))
+        if result.rowcount == 0:
+            raise UnknownTenant(tenant_id)
+
+    async def set_enabled(self, tenant_id: str, enabled: bool) -> None:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                tenants.update().where(tenants.c.id == tenant_id).values(enabled=enabled, updated_at=utcnow())
+            )
+        if result.rowcount == 0:
+            raise UnknownTenant(tenant_id)
+
+    async def write_tenants(self, created: Sequence[Tenant], updated: Sequence[Tenant]) -> None:
+        """Insert and update many tenants in one transaction: all or nothing. A tenant created by someone
+        else since the caller read the registry (two imports at once) refuses the whole write."""
+        try:
+            await self._write_tenants(created, updated)
+        except ConstraintViolation as exc:
+            if exc.constraint != "pk_tenants":
+                raise
+            raise ConcurrentRegistryChange() from exc
+
+    async def _write_tenants(self, created: Sequence[Tenant], updated: Sequence[Tenant]) -> None:
+        now = utcnow()
+        async with self._tx() as conn:
+            if created:
+                await conn.execute(
+                    tenants.insert(),
+                    [{**self._tenant_values(t), "created_at": now, "updated_at": now} for t in created],
+                )
+            if updated:
+                stmt = (
+                    tenants.update()
+                    .where(tenants.c.id == sa.bindparam("b_id"))
+                    .values(
+                        url=sa.bindparam("url"),
+                        password_token=sa.bindparam("password_token"),
+                        schema=sa.bindparam("schema"),
+                        tags=sa.bindparam("tags"),
+                        group=sa.bindparam("group"),
+                        enabled=sa.bindparam("enabled"),
+                        updated_at=sa.bindparam("updated_at"),
+                    )
+                )
+                rows = []
+                for t in updated:
+                    values = self._tenant_values(t)
+                    values["b_id"] = values.pop("id")
+                    rows.append({**values, "updated_at": now})
+                await conn.execute(stmt, rows)
