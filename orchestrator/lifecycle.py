@@ -3,10 +3,10 @@
 A child of the in-process pool and a Celery task both call :func:`carry` with the run's ids (never a
 URL or a password). It claims the run with a compare-and-set (run id and attempt as fencing token) that
 also starts its lease, renews the lease from the process's heartbeat while the unit migrates, and settles
-it: the result (only if this process still holds the run), the failure budget, the next runs (Celery
-sends them itself; the in-process coordinator dispatches for its children), closing the rollout and its
-webhook. A process killed anywhere in between leaves a run whose lease expires, which the reaper judges
-from the tenant's real revision.
+it: the result (only if this process still holds the run), the failure budget, the next runs (a Celery
+worker sends them as messages; a child of the in-process pool carries them itself, next), closing the
+rollout and its webhook. A process killed anywhere in between leaves a run whose lease expires, which
+the reaper judges from the tenant's real revision.
 
 The control DB may stop answering for a while: the claim and the settle are retried for
 ``TENANTCTL_CONTROL_DB_GRACE`` seconds. A unit that finished meanwhile is recorded when it is back; past
@@ -38,7 +38,7 @@ def carry(
     rollout_id: int,
     run_id: int,
     attempt: int,
-    send: runs.Send | None,
+    send: runs.Send,
 ) -> str:
     """Carry one run from claim to settle in this process; returns what happened (for logs and tests):
     ``done``, ``duplicate`` (already claimed or finished: a redelivered message), ``unusable`` (recorded
@@ -50,10 +50,7 @@ def carry(
         rt.run,
     )
     if claimed is None or isinstance(claimed, runs.Unusable):
-        if send is not None:  # keep the rollout moving: this message started nothing
-            rt.run(runs.keep_moving(rt.store, settings, rollout_id, send))
-        elif isinstance(claimed, runs.Unusable):
-            rt.run(runs.after_result(rt.store, settings, rollout_id, failed=True))
+        rt.run(runs.keep_moving(rt.store, settings, rollout_id, send))  # this message started nothing
         return "duplicate" if claimed is None else "unusable"
     with rt.heartbeat.holding(run_id):
         result = run_unit(claimed)

@@ -127,18 +127,11 @@ def _plain_wave(rollout: Rollout) -> int | None:
     return 1 if rollout.state is RolloutState.RUNNING and not gated(rollout.policy) else None
 
 
-async def settle(
-    store: Store, settings: Settings, rollout_id: int, result: UnitResult, send: Send | None
-) -> bool:
+async def settle(store: Store, settings: Settings, rollout_id: int, result: UnitResult, send: Send) -> bool:
     """What a process does after its unit: record the result (fenced by its claim), apply the policy,
-    send the next runs when it can send (``send``: a Celery worker; the in-process coordinator dispatches
-    for its children), and close the rollout when none is left. For a plain rollout with a sender the
-    record and the reservation are one transaction. Returns whether the result was written (False: the
-    reaper settled the run first)."""
-    if send is None:
-        written = await store.record_result(result, fenced=True)
-        await after_result(store, settings, rollout_id, failed=result.status is RunStatus.FAILED)
-        return written
+    send the next runs (a Celery worker as messages; a pool child keeps them for itself), and close the
+    rollout when none is left, notifying. For a plain rollout the record and the reservation are one
+    transaction. Returns whether the result was written (False: the reaper settled the run first)."""
     written, rollout, chosen = await store.record_and_reserve(
         result, rollout_id, settings.per_host_limit, settings.redispatch_after, _plain_wave
     )
@@ -147,14 +140,6 @@ async def settle(
     elif not (chosen and send(chosen)):
         await close_if_done(store, settings, rollout_id)
     return written
-
-
-async def after_result(store: Store, settings: Settings, rollout_id: int, *, failed: bool) -> None:
-    """After a run settled without dispatching: a failure may cross the budget (halt now), and the last
-    run closes the rollout."""
-    if failed:
-        await next_wave(store, settings, rollout_id)
-    await close_if_done(store, settings, rollout_id)
 
 
 async def keep_moving(
