@@ -796,15 +796,18 @@ class RunStore(StoreBase):
         return str(holder)
 
     async def renew_rollout(self, rollout_id: int, owner: str, lease_s: float) -> bool:
-        """Extend the coordinator's lease; False when it was lost (the reaper halted the rollout, or
-        another coordinator took it over)."""
+        """Extend the coordinator's lease; False when it was lost (another coordinator took it over after
+        it expired). A rollout that closed meanwhile (its last run settled) needs no lease: True."""
         async with self._tx() as conn:
             renewed = await conn.execute(
                 rollouts.update()
                 .where(rollouts.c.id == rollout_id, rollouts.c.owner == owner)
                 .values(owner_lease_expires_at=utcnow() + timedelta(seconds=lease_s))
             )
-        return renewed.rowcount == 1
+            if renewed.rowcount == 1:
+                return True
+            query = sa.select(rollouts.c.finished_at).where(rollouts.c.id == rollout_id)
+            return (await conn.execute(query)).scalar() is not None
 
     async def release_rollout(self, rollout_id: int, owner: str) -> None:
         async with self._tx() as conn:
