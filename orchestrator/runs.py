@@ -185,7 +185,8 @@ async def follow(
     control DB that stops answering is read again every poll for ``grace`` seconds (units go on
     meanwhile); past that, ControlDBError ends the follow (the rollout itself goes on without it)."""
     rollout = await store.get_rollout(rollout_id)
-    seen = {r.id for r in await store.rollout_runs(rollout_id) if r.status.terminal}
+    # every attempt at rest now, earlier ones included: a retry's follow must not report them again
+    seen = {r.id for r in await store.rollout_attempts(rollout_id) if r.status.terminal}
     since = rollout.created_at - timedelta(seconds=1)
     started, already = time.monotonic(), len(seen)
     down_since: float | None = None

@@ -79,6 +79,15 @@ class ProgressObserver:
         self.progress.update(self.task, completed=self.done, detail=detail)
 
 
+def next_step(report: Mapping[str, Any]) -> str:
+    """What continues a stopped rollout. A failure budget counts the failed tenants: ``resume`` alone
+    would halt again at once, so their cause is fixed and they are retried first."""
+    rid = report["id"]
+    if report["state"] == "halted" and report["counts"].get("failed", 0):
+        return f"fix the failures, `tenantctl retry {rid}`, then `tenantctl resume {rid}`"
+    return f"`tenantctl resume {rid}`"
+
+
 def summary(report: Mapping[str, Any]) -> None:
     """The end-of-rollout table: counts by status, then every failed tenant with its error."""
     counts = {k: v for k, v in report["counts"].items() if v}
@@ -89,9 +98,7 @@ def summary(report: Mapping[str, Any]) -> None:
         highlight=False,
     )
     if report.get("halt_reason"):
-        out.print(
-            f"[yellow]{report['state']}: {report['halt_reason']}[/yellow] — `tenantctl resume {report['id']}`"
-        )
+        out.print(f"[yellow]{report['state']}: {report['halt_reason']}[/yellow] — {next_step(report)}")
     busy: dict[int, list[str]] = {}
     for t in report["tenants"]:
         if t.get("blocked_by") is not None:

@@ -190,7 +190,8 @@ class StoreBase:
 
     async def ensure_ready(self) -> None:
         """Refuse to work on a control database that is missing or behind this version of tenantctl."""
-        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        script = ScriptDirectory.from_config(self._alembic_config())
+        head = script.get_current_head()
 
         def current(sync: Connection) -> str | None:
             return MigrationContext.configure(
@@ -199,6 +200,11 @@ class StoreBase:
 
         async with self._tx() as conn:
             rev = await conn.run_sync(current)
+        if rev is not None and rev != head and rev not in {s.revision for s in script.walk_revisions()}:
+            raise ControlDBError(
+                f"control database {self._display} is at {rev}, newer than this tenantctl (its newest is "
+                f"{head}): run the tenantctl release that upgraded it"
+            )
         if rev != head:
             raise ControlDBError(
                 f"control database {self._display} is not initialised or out of date "

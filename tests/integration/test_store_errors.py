@@ -100,3 +100,17 @@ def test_a_busy_tenant_is_recorded_skipped_with_its_holder(store_url: str) -> No
         assert runs["t2"].status is RunStatus.QUEUED and runs["t2"].blocked_by is None
 
     _with(store_url, go)
+
+
+def test_a_control_db_newer_than_this_code_says_so(store_url: str) -> None:
+    """During a deploy the previous release meets a control DB the new one upgraded: it must not advise
+    `tenantctl db upgrade` (which would do nothing), but say which side is behind."""
+    from orchestrator.exceptions import ControlDBError
+
+    async def go(store: Store) -> None:
+        async with store._tx() as conn:
+            await conn.exec_driver_sql("UPDATE tenantctl_version SET version_num = 'c9999'")
+        with pytest.raises(ControlDBError, match="is at c9999, newer than this tenantctl"):
+            await store.ensure_ready()
+
+    _with(store_url, go)
