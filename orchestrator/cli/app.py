@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from .. import scripts
 from ..secrets import mask_text
-from . import rollouts, service
+from . import check, rollouts, service
 from .audit import app as audit_app
 from .common import (
     err,
@@ -22,7 +23,7 @@ from .tenants import app as tenants_app
 app = typer.Typer(
     help="Roll Alembic migrations across many tenant databases, and know where each one stands.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -30,7 +31,11 @@ db_app = typer.Typer(help="The control database.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
-app.registered_commands += rollouts.commands.registered_commands + service.commands.registered_commands
+app.registered_commands += (
+    rollouts.commands.registered_commands
+    + service.commands.registered_commands
+    + check.commands.registered_commands
+)
 
 
 @app.callback()
@@ -62,8 +67,20 @@ def heads() -> None:
 
 
 @app.command()
-def history() -> None:
-    """The tenant scripts' revisions, newest first."""
+def history(
+    rev_range: Annotated[
+        str | None,
+        typer.Option("--rev-range", "-r", metavar="[START]:[END]", help="Alembic's history range."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Each revision in full.")] = False,
+) -> None:
+    """The tenant scripts' revisions, newest first; with -r or -v, Alembic's own `history -r A:B -v`."""
+    if rev_range is not None or verbose:
+        from ..checks import history as script_history
+
+        ini = scripts.config_path(settings().alembic_config)
+        sys.stdout.write(script_history.history(ini, rev_range, verbose=verbose))
+        return
     script = scripts.scripts(settings().alembic_config)
     heads_ = set(script.get_heads())
     for rev in script.walk_revisions():
