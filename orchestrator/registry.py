@@ -41,12 +41,19 @@ def display_url(tenant: Tenant) -> str:
     return mask_url(tenant.url)
 
 
-def _same(a: Tenant, b: Tenant, box: SecretBox) -> bool:
-    def plain(t: Tenant) -> str | None:
-        return box.decrypt(t.password_token) if t.password_token else None
+FIELDS = ("url", "password", "schema", "tags", "group", "enabled")
 
-    keys = ("url", "schema", "tags", "group", "enabled")
-    return all(getattr(a, k) == getattr(b, k) for k in keys) and plain(a) == plain(b)
+
+def changed_fields(spec: TenantSpec, current: Tenant, box: SecretBox) -> tuple[str, ...]:
+    """The fields (of ``FIELDS``) a spec would change on a stored tenant. Passwords are compared in clear,
+    so an unchanged one is not a change even though each encryption differs; a changed one is named
+    ``password``, never shown."""
+    spec = validation.spec(spec)
+    url, password = split_password(spec.url)
+    stored = box.decrypt(current.password_token) if current.password_token else None
+    new = (url, password, spec.schema, spec.tags, spec.group, spec.enabled)
+    old = (current.url, stored, current.schema, current.tags, current.group, current.enabled)
+    return tuple(field for field, a, b in zip(FIELDS, new, old, strict=True) if a != b)
 
 
 async def add(store: Store, spec: TenantSpec, box: SecretBox) -> Tenant:
@@ -64,12 +71,11 @@ async def import_specs(store: Store, specs: Sequence[TenantSpec], box: SecretBox
     for spec in specs:
         current = existing.get(spec.id)
         if current is not None:
-            # keep the stored ciphertext when the password did not change, so re-imports are no-ops
-            candidate = to_tenant(spec, box)
-            if _same(candidate, current, box):
-                unchanged += 1
+            # an unchanged tenant is not written (its ciphertext kept), so re-imports are no-ops
+            if changed_fields(spec, current, box):
+                updated.append(to_tenant(spec, box))
             else:
-                updated.append(candidate)
+                unchanged += 1
         else:
             created.append(to_tenant(spec, box))
     await store.write_tenants(created, updated)

@@ -12,7 +12,8 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,36 @@ _JSON_SPACE = " \t\r\n"
 Rows = list[tuple[int, Any]]
 
 
-def read(path: Path) -> list[TenantSpec]:
+@dataclass(frozen=True, kw_only=True)
+class ExtraColumns:
+    """Columns beyond the tenant fields that a source maps onto them: each of ``tags`` adds its value as
+    one tag (a list value, one tag per item), ``group`` sets the group. A customers table rarely names
+    its columns after tenantctl's fields; this saves rewriting every export or query around them."""
+
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+
+    def names(self) -> set[str]:
+        return {*self.tags, *((self.group,) if self.group else ())}
+
+    def problem(self, columns: Sequence[str], *, rows: bool = True) -> str | None:
+        """Why these extra columns cannot be used with a source of ``columns``, or None. A source without
+        ``rows`` (YAML or JSON, where the columns are the keys of its rows) cannot lack a column."""
+        fields = sorted(self.names() & set(FIELDS))
+        if fields:
+            return f"column {fields[0]!r} is a tenant field: it cannot also be a tag or group column"
+        for name in [*self.tags, *((self.group,) if self.group else ())]:
+            if rows and name not in columns:
+                return f"no column {name!r} for --{'group' if name == self.group else 'tag'}-column"
+        if self.group and "group" in columns:
+            return f"both a 'group' column and --group-column {self.group!r}: keep one"
+        return None
+
+
+NO_EXTRA = ExtraColumns()
+
+
+def read(path: Path, extra: ExtraColumns = NO_EXTRA) -> list[TenantSpec]:
     """Parse and validate a whole tenant file; raises ImportFileError naming the first bad line."""
     name = str(path)
     text = _text(name, path)
@@ -48,13 +78,18 @@ def read(path: Path) -> list[TenantSpec]:
     elif suffix == ".json":
         rows = _json_rows(name, text)
     elif suffix == ".csv":
-        rows = _csv_rows(name, text)
+        rows = _csv_rows(name, text, extra)
     else:
         raise ImportFileError(name, None, "unknown file type: use .yaml, .yml, .json or .csv")
     specs: list[TenantSpec] = []
     seen: dict[str, int] = {}
+    if extra.names() and suffix != ".csv":
+        keys = sorted({str(k) for _, row in rows if isinstance(row, Mapping) for k in row})
+        problem = extra.problem(keys, rows=bool(rows))
+        if problem:
+            raise ImportFileError(name, None, problem)
     for line, row in rows:
-        spec = _spec(name, line, row)
+        spec = _spec(name, line, row, extra)
         if spec.id in seen:
             raise ImportFileError(
                 name, line, f"tenant {spec.id!r} appears twice (first on line {seen[spec.id]})"
@@ -86,38 +121,60 @@ def _text(name: str, path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _spec(name: str, line: int, row: Any) -> TenantSpec:
-    if not isinstance(row, Mapping):
-        raise ImportFileError(name, line, "each tenant must be a mapping of fields")
-    unknown = sorted(set(map(str, row)) - set(FIELDS))
-    if unknown:
-        raise ImportFileError(name, line, f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
-    for required in ("id", "url"):
-        if row.get(required) in (None, ""):
-            raise ImportFileError(name, line, f"missing field {required!r}")
-        if not isinstance(row[required], str):
-            kind = type(row[required]).__name__
-            raise ImportFileError(name, line, f"field {required!r} must be text, not {kind}")
+def _spec(name: str, line: int, row: Any, extra: ExtraColumns) -> TenantSpec:
     try:
-        return validation.spec(
-            TenantSpec(
-                id=row["id"],
-                url=row["url"],
-                schema=_optional_str(row.get("schema")),
-                tags=_tags(row.get("tags")),
-                group=_optional_str(row.get("group")),
-                enabled=_bool(row.get("enabled", True)),
-            )
-        )
+        return spec_from_row(row, extra)
     except (InvalidTenant, ValueError) as exc:
         raise ImportFileError(name, line, mask_text(str(exc))) from exc
 
 
-def _optional_str(value: Any) -> str | None:
+def spec_from_row(row: Any, extra: ExtraColumns = NO_EXTRA) -> TenantSpec:
+    """One row of any source (a file's item, a query's row) as a validated spec. The one place rows are
+    checked, so a file and a live source refuse the same things; raises InvalidTenant or ValueError with
+    the problem, which the caller ties to the row's line or number."""
+    if not isinstance(row, Mapping):
+        raise ValueError("each tenant must be a mapping of fields")
+    unknown = sorted(set(map(str, row)) - set(FIELDS) - extra.names())
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
+    for required in ("id", "url"):
+        if row.get(required) in (None, ""):
+            raise ValueError(f"missing field {required!r}")
+        if not isinstance(row[required], str):
+            kind = type(row[required]).__name__
+            raise ValueError(f"field {required!r} must be text, not {kind}")
+    tags = _tags(row.get("tags"))
+    for column in extra.tags:
+        tags += _column_tags(column, row.get(column))
+    group_field = extra.group or "group"
+    return validation.spec(
+        TenantSpec(
+            id=row["id"],
+            url=row["url"],
+            schema=_optional_str("schema", row.get("schema")),
+            tags=tags,
+            group=_optional_str(group_field, row.get(group_field)),
+            enabled=_bool(row.get("enabled", True)),
+        )
+    )
+
+
+def _column_tags(column: str, value: Any) -> tuple[str, ...]:
+    """A tag column's value is one tag, never split: ``gold plan`` is refused, not read as two tags."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple) and all(isinstance(t, str) for t in value):
+        return tuple(t for t in value if t)
+    raise ValueError(f"tag column {column!r} must hold text or a list of text, not {type(value).__name__}")
+
+
+def _optional_str(field: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ValueError(f"expected text, got {type(value).__name__}")
+        raise ValueError(f"field {field!r} must be text, not {type(value).__name__}")
     return value
 
 
@@ -239,7 +296,7 @@ def _json_skip(text: str, pos: int, also: str = "") -> int:
     return pos
 
 
-def _csv_rows(name: str, text: str) -> Rows:
+def _csv_rows(name: str, text: str, extra: ExtraColumns = NO_EXTRA) -> Rows:
     """Rows keyed by the header's columns, each with the line it starts on. The header is checked on its
     own (a file without one, or with a misspelt column, is named at line 1) and the reader is strict, so
     a stray or unclosed quote is an error at its row rather than a field that swallows the file."""
@@ -247,7 +304,7 @@ def _csv_rows(name: str, text: str) -> Rows:
     start = 1
     try:
         columns = [c.strip() for c in next(reader)]
-        _check_header(name, columns)
+        _check_header(name, columns, extra)
         start = reader.line_num + 1
         rows: Rows = []
         for values in reader:
@@ -259,9 +316,9 @@ def _csv_rows(name: str, text: str) -> Rows:
     return rows
 
 
-def _check_header(name: str, columns: list[str]) -> None:
+def _check_header(name: str, columns: list[str], extra: ExtraColumns) -> None:
     named = [c for c in columns if c]
-    unknown = [c for c in named if c not in FIELDS]
+    unknown = [c for c in named if c not in FIELDS and c not in extra.names()]
     if unknown:
         raise ImportFileError(
             name, 1, f"unknown column {unknown[0]!r}: the first line names the columns ({', '.join(FIELDS)})"
@@ -272,6 +329,9 @@ def _check_header(name: str, columns: list[str]) -> None:
     missing = [c for c in ("id", "url") if c not in named]
     if missing:
         raise ImportFileError(name, 1, f"missing column {missing[0]!r} (columns: {', '.join(FIELDS)})")
+    problem = extra.problem(named)
+    if problem:
+        raise ImportFileError(name, 1, problem)
 
 
 def _csv_row(name: str, line: int, columns: list[str], values: list[str]) -> dict[str, str]:

@@ -24,15 +24,14 @@ from orchestrator.settings import Settings
 
 MIGRATE = "tenantctl.migrate"
 REAP = "tenantctl.reap"
+SYNC = "tenantctl.sync_tenants"
 
 
-def cron(expression: str) -> crontab:
-    """``TENANTCTL_AUDIT_CRON`` (minute hour day-of-month month day-of-week) as a Celery crontab."""
+def cron(expression: str, setting: str = "TENANTCTL_AUDIT_CRON") -> crontab:
+    """A cron setting (minute hour day-of-month month day-of-week) as a Celery crontab."""
     fields = expression.split()
     if len(fields) != 5:
-        raise ConfigurationError(
-            f"invalid TENANTCTL_AUDIT_CRON {expression!r}: want 5 fields, e.g. '0 3 * * *'"
-        )
+        raise ConfigurationError(f"invalid {setting} {expression!r}: want 5 fields, e.g. '0 3 * * *'")
     minute, hour, day_of_month, month_of_year, day_of_week = fields
     try:
         return crontab(
@@ -43,7 +42,7 @@ def cron(expression: str) -> crontab:
             day_of_week=day_of_week,
         )
     except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"invalid TENANTCTL_AUDIT_CRON {expression!r}: {exc}") from None
+        raise ConfigurationError(f"invalid {setting} {expression!r}: {exc}") from None
 
 
 def make_app(settings: Settings) -> Celery:
@@ -51,6 +50,15 @@ def make_app(settings: Settings) -> Celery:
         raise ConfigurationError("TENANTCTL_BROKER_URL is not set: Celery workers need a broker (redis://…)")
     app = Celery("tenantctl", broker=settings.broker_url.get_secret_value(), set_as_current=False)
     hard = settings.task_time_limit
+    schedule: dict[str, dict[str, object]] = {
+        "tenantctl-reap": {"task": REAP, "schedule": settings.reap_interval, "options": {"expires": 60}},
+        "tenantctl-nightly-audit": {"task": "tenantctl.nightly_audit", "schedule": cron(settings.audit_cron)},
+    }
+    if settings.sync_cron:  # the registry follows the customer base (unset: no scheduled sync)
+        schedule["tenantctl-sync"] = {
+            "task": SYNC,
+            "schedule": cron(settings.sync_cron, "TENANTCTL_SYNC_CRON"),
+        }
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -71,13 +79,7 @@ def make_app(settings: Settings) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
         enable_utc=True,
-        beat_schedule={
-            "tenantctl-reap": {"task": REAP, "schedule": settings.reap_interval, "options": {"expires": 60}},
-            "tenantctl-nightly-audit": {
-                "task": "tenantctl.nightly_audit",
-                "schedule": cron(settings.audit_cron),
-            },
-        },
+        beat_schedule=schedule,
     )
     from . import tasks
 

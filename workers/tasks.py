@@ -11,9 +11,11 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 
-from orchestrator import lifecycle, reaper, runs
+from orchestrator import lifecycle, reaper, runs, sync
 from orchestrator.dispatch import Dispatch
+from orchestrator.exceptions import TenantctlError
 from orchestrator.runtime import runtime
+from orchestrator.secrets import mask_text
 from orchestrator.settings import Settings
 
 from . import audits
@@ -44,7 +46,7 @@ def sender(app: Celery, settings: Settings) -> runs.Send:
 
 
 def register(app: Celery, settings: Settings) -> None:
-    from .app import MIGRATE, REAP
+    from .app import MIGRATE, REAP, SYNC
 
     send = sender(app, settings)
 
@@ -76,3 +78,13 @@ def register(app: Celery, settings: Settings) -> None:
     @app.task(name=audits.NIGHTLY_AUDIT)  # type: ignore[untyped-decorator]
     def nightly_audit() -> dict[str, object]:
         return audits.nightly(settings, os.environ)
+
+    @app.task(name=SYNC)  # type: ignore[untyped-decorator]
+    def sync_tenants() -> dict[str, object]:
+        """The scheduled registry sync (``TENANTCTL_SYNC_CRON``): ``tenants sync`` with the settings' source.
+        A refused or failed sync is one warning line, as at the CLI, and changes nothing."""
+        try:
+            return sync.scheduled(settings, os.environ)
+        except TenantctlError as exc:
+            log.warning("tenant sync: %s", mask_text(exc.message))
+            return {"error": mask_text(exc.message)}

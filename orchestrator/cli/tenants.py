@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from .. import registry
 from ..controldb.store import ImportCounts, Store
+from ..exceptions import SyncRefused
 from ..models import Tenant, TenantSpec
 from ..secrets import SecretBox
 from .common import JsonOpt, err, out, print_json, run, settings
+
+if TYPE_CHECKING:
+    from ..sync import Change, SyncPlan
 
 app = typer.Typer(help="Register and inspect tenants.", no_args_is_help=True)
 
@@ -126,3 +130,117 @@ def import_(
         print_json({"created": counts.created, "updated": counts.updated, "unchanged": counts.unchanged})
     else:
         out.print(f"created {counts.created}, updated {counts.updated}, unchanged {counts.unchanged}")
+
+
+@app.command("sync")
+def sync_(
+    from_sql: Annotated[
+        str | None,
+        typer.Option("--from-sql", metavar="QUERY", help="A SELECT of one row per tenant (id, url, …)."),
+    ] = None,
+    source_url: Annotated[
+        str | None,
+        typer.Option(
+            "--source-url",
+            metavar="URL",
+            help="Database the query runs on, read-only (postgresql://… or sqlite:///…; ${ENV} resolved). "
+            "Default: TENANTCTL_SYNC_SOURCE_URL.",
+        ),
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", metavar="FILE", help="A YAML, JSON or CSV tenant file.")
+    ] = None,
+    tag_column: Annotated[
+        list[str] | None,
+        typer.Option("--tag-column", metavar="COLUMN", help="A column whose value is a tag (repeatable)."),
+    ] = None,
+    group_column: Annotated[
+        str | None,
+        typer.Option("--group-column", metavar="COLUMN", help="The column whose value is the group."),
+    ] = None,
+    max_disable: Annotated[
+        str | None,
+        typer.Option(
+            "--max-disable",
+            metavar="P%|N",
+            help="Refuse to disable more tenants than this share of the enabled ones, or this number "
+            "(default: TENANTCTL_SYNC_MAX_DISABLE, 10%).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Disable past --max-disable, even all.")] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.001,
+            help="Statement timeout of the query, seconds (default: TENANTCTL_SYNC_TIMEOUT, 60).",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the diff; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the registry follow a live source: create, update, re-enable; disable (never delete) the
+    tenants it no longer has. All or nothing; each option defaults to its TENANTCTL_SYNC_* setting."""
+    import os
+
+    from .. import sync
+
+    cfg = settings()
+    source = sync.configured_source(
+        cfg,
+        query=from_sql,
+        file=from_file,
+        url=source_url,
+        tag_columns=tag_column,
+        group_column=group_column,
+        timeout=timeout,
+    )
+    if max_disable is None:
+        limit = sync.DisableLimit.parse(cfg.sync_max_disable, "TENANTCTL_SYNC_MAX_DISABLE")
+    else:
+        limit = sync.DisableLimit.parse(max_disable)
+    specs = sync.read(source, os.environ, connect_timeout=cfg.connect_timeout)
+    box = _box()
+
+    async def go(store: Store) -> sync.SyncPlan:
+        return await sync.apply(store, specs, box, limit=limit, force=force, dry_run=dry_run)
+
+    try:
+        plan = run(go, cfg=cfg)
+    except SyncRefused as exc:  # show what it would have done, then the one line and exit 3
+        _print_sync(exc.plan, source.describe(), dry_run=dry_run, as_json=as_json, refused=exc.message)
+        raise
+    _print_sync(plan, source.describe(), dry_run=dry_run, as_json=as_json)
+
+
+def _print_sync(
+    plan: SyncPlan, source: str, *, dry_run: bool, as_json: bool, refused: str | None = None
+) -> None:
+    from ..sync import ChangeKind
+
+    if as_json:
+        print_json({"source": source, "dry_run": dry_run, "refused": refused, **plan.as_dict()})
+        return
+    for change in plan.changes:
+        if change.kind is not ChangeKind.UNCHANGED:
+            out.print(_change_line(change), highlight=False, markup=False)
+    counts = plan.counts()
+    names = {"reenabled": "re-enabled"}
+    out.print(", ".join(f"{names.get(k, k)} {n}" for k, n in counts.items()), highlight=False)
+    if dry_run and refused is None:
+        err.print("dry run: nothing was changed", highlight=False)
+
+
+def _change_line(change: Change) -> str:
+    from ..sync import ChangeKind
+
+    also = ", ".join(f for f in change.fields if f != "enabled")
+    if change.kind is ChangeKind.CREATED:
+        return f"created     {change.tenant}"
+    if change.kind is ChangeKind.UPDATED:
+        return f"updated     {change.tenant}: {also}"
+    also = f" (also {also})" if also else ""
+    if change.kind is ChangeKind.REENABLED:
+        return f"re-enabled  {change.tenant}{also}"
+    why = "not in the source" if change.absent else "disabled in the source"
+    return f"disabled    {change.tenant}: {why}{also}"

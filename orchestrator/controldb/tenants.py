@@ -79,17 +79,23 @@ class TenantStore(StoreBase):
         if result.rowcount == 0:
             raise UnknownTenant(tenant_id)
 
-    async def write_tenants(self, created: Sequence[Tenant], updated: Sequence[Tenant]) -> None:
-        """Insert and update many tenants in one transaction: all or nothing. A tenant created by someone
-        else since the caller read the registry (two imports at once) refuses the whole write."""
+    async def write_tenants(
+        self, created: Sequence[Tenant], updated: Sequence[Tenant], disabled: Sequence[str] = ()
+    ) -> None:
+        """Insert and update many tenants, and disable others by id, in one transaction: all or nothing.
+        A tenant created by someone else since the caller read the registry (two imports at once) refuses
+        the whole write. Disabling touches ``enabled`` only, so a tenant's other fields are never rewritten
+        from a stale read."""
         try:
-            await self._write_tenants(created, updated)
+            await self._write_tenants(created, updated, disabled)
         except ConstraintViolation as exc:
             if exc.constraint != "pk_tenants":
                 raise
             raise ConcurrentRegistryChange() from exc
 
-    async def _write_tenants(self, created: Sequence[Tenant], updated: Sequence[Tenant]) -> None:
+    async def _write_tenants(
+        self, created: Sequence[Tenant], updated: Sequence[Tenant], disabled: Sequence[str]
+    ) -> None:
         now = utcnow()
         async with self._tx() as conn:
             if created:
@@ -117,3 +123,10 @@ class TenantStore(StoreBase):
                     values["b_id"] = values.pop("id")
                     rows.append({**values, "updated_at": now})
                 await conn.execute(stmt, rows)
+            if disabled:
+                await conn.execute(
+                    tenants.update()
+                    .where(tenants.c.id == sa.bindparam("b_id"))
+                    .values(enabled=False, updated_at=sa.bindparam("updated_at")),
+                    [{"b_id": tenant_id, "updated_at": now} for tenant_id in disabled],
+                )
