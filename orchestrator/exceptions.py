@@ -12,9 +12,14 @@
     │   ├── UnknownRevision         a revision spec the scripts cannot resolve
     │   ├── UnknownRollout          a rollout id that does not exist
     │   ├── UnknownAudit            an audit id that does not exist
+    │   ├── SyncSourceError         `tenants sync`: the source cannot be read, or its columns are wrong
+    │   │   └── SyncRowError        a source row is not a valid tenant, or repeats an id; carries the row
     │   └── ConfigurationError      settings, secret key or alembic.ini not usable
     ├── PreflightRefused            (exit 3) the rollout would be unsafe, e.g. several heads
-    │   └── TargetUnreachable       some selected tenants cannot reach the revision (e.g. `head+100`)
+    │   ├── TargetUnreachable       some selected tenants cannot reach the revision (e.g. `head+100`)
+    │   └── UnsoundHistory          `check`: several heads, a revision file that fails to import, a bad graph
+    ├── UnsafeMigrations            (exit 1) `check`: SQL that would lock a busy table or break running code
+    ├── SyncRefused                 (exit 3) a sync would disable past --max-disable, or every tenant
     ├── ControlDBError              the control database cannot be reached or is not migrated
     │   └── ConstraintViolation     a write broke a named constraint (the store maps it to one below)
     ├── ConcurrentChange            another command changed the same rollout first (e.g. two `retry`)
@@ -34,6 +39,10 @@ Messages never hold a password: callers pass masked URLs and scrubbed text.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sync import SyncPlan
 
 
 class TenantctlError(Exception):
@@ -132,6 +141,33 @@ class TargetUnreachable(PreflightRefused):
         super().__init__(f"revision {spec!r} " + "; ".join(parts))
 
 
+class UnsoundHistory(PreflightRefused):
+    """The tenants' history is not sound; ``problems`` holds one line per problem (``tenantctl check``)."""
+
+    def __init__(self, config: str, problems: Sequence[str]) -> None:
+        self.config, self.problems = config, tuple(problems)
+        n = len(self.problems)
+        super().__init__(f"{n} structural problem{'s' if n != 1 else ''} in the history of {config}")
+
+
+class UnsafeMigrations(TenantctlError):
+    """Revisions whose SQL would lock a busy table for long or break the code still running.
+
+    ``findings`` holds one line per finding, ``revisions`` the revisions they are in (``tenantctl check``).
+    """
+
+    exit_code = 1
+
+    def __init__(self, findings: Sequence[str], revisions: Sequence[str]) -> None:
+        self.findings, self.revisions = tuple(findings), tuple(revisions)
+        n = len(self.findings)
+        super().__init__(
+            f"{n} lint finding{'s' if n != 1 else ''} in {', '.join(self.revisions)}: make "
+            f"{'it' if n == 1 else 'them'} safe, or allow a rule in its revision (`# tenantctl: allow RULE`) "
+            "or everywhere (TENANTCTL_LINT_DISABLE)"
+        )
+
+
 def _some_tenants(tenants: Sequence[str], shown: int = 3) -> str:
     names = ", ".join(tenants[:shown]) + (
         f" (and {len(tenants) - shown} more)" if len(tenants) > shown else ""
@@ -218,3 +254,49 @@ class UnknownAudit(UserError):
     def __init__(self, audit: str) -> None:
         self.audit = audit
         super().__init__(f"unknown audit {audit!r}" if audit else "no audit has run yet")
+
+
+class SyncSourceError(UserError):
+    """The tenant source cannot be read; nothing was synced.
+
+    ``where`` names the source (its URL masked, or ``file:line``); ``reason`` is the problem, password-free.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where, self.reason = where, reason
+        super().__init__(f"{where}: {reason} (nothing synced)")
+
+
+class SyncRowError(SyncSourceError):
+    """A row of the tenant source is not a valid tenant; nothing was synced.
+
+    ``row`` counts from 1 in the order the source returned its rows; ``tenant`` is the row's id when it
+    has a textual one, so the row can be found in the source either way.
+    """
+
+    def __init__(self, row: int, tenant: str | None, reason: str) -> None:
+        self.row, self.tenant = row, tenant
+        super().__init__(f"source row {row}" + (f" (id {tenant!r})" if tenant else ""), reason)
+
+
+class SyncRefused(TenantctlError):
+    """The sync would disable more tenants than allowed: nothing was changed.
+
+    A broken source (an empty result, a wrong ``WHERE``) looks exactly like customers leaving: past
+    ``allowed`` (from ``--max-disable``), or when every enabled tenant would go, the sync stops until a
+    person looks and passes ``--force``. ``plan`` is what it would have done, for the caller to show.
+    """
+
+    exit_code = 3
+
+    def __init__(self, *, disabling: int, enabled: int, allowed: int, limit: str, plan: SyncPlan) -> None:
+        self.disabling, self.enabled, self.allowed, self.limit = disabling, enabled, allowed, limit
+        self.plan = plan
+        if disabling > allowed:
+            why = f"more than --max-disable {limit} allows ({allowed})"
+        else:
+            why = "every enabled tenant"
+        super().__init__(
+            f"the sync would disable {disabling} of {enabled} enabled tenant(s), {why}: nothing changed; "
+            "check the source, or pass --force"
+        )

@@ -97,8 +97,43 @@ class Settings(BaseSettings):
     audit_schema_nightly: bool = Field(
         default=False, description="Also run the (heavier) schema audit nightly."
     )
+    lint_disable: str = Field(
+        default="",
+        description="Lint rules `tenantctl check` skips in every revision, comma-separated "
+        "(e.g. rename-table,drop-column); one revision allows one with `# tenantctl: allow RULE`.",
+    )
     schema_metadata: str | None = Field(
         default=None,
         description="The models' MetaData for `audit --schema`, as module:attribute "
         "(default: `metadata` of models.py beside the tenants' env.py).",
+    )
+    sync_cron: str | None = Field(
+        default=None,
+        description="When beat syncs the registry from its source (cron: minute hour day month weekday); "
+        "unset = never.",
+    )
+    sync_from_sql: str | None = Field(
+        default=None,
+        description="The query `tenants sync` and the scheduled sync read tenants with: one row per tenant, "
+        "columns named after the import fields (id, url, schema, tags, group, enabled).",
+    )
+    sync_source_url: SecretStr | None = Field(
+        default=None,
+        description="Database the sync query runs on (postgresql://… or sqlite:///…); ${ENV} resolved.",
+    )
+    sync_from_file: Path | None = Field(
+        default=None, description="A YAML/JSON/CSV tenant file as the sync source, instead of a query."
+    )
+    sync_tag_columns: str | None = Field(
+        default=None, description="Comma-separated source columns whose values become tags."
+    )
+    sync_group_column: str | None = Field(
+        default=None, description="The source column whose value becomes the group."
+    )
+    sync_max_disable: str = Field(
+        default="10%",
+        description="Most tenants one sync may disable: a share of the enabled ones (10%) or a count (3).",
+    )
+    sync_timeout: float = Field(
+        default=60.0, gt=0, description="statement_timeout (seconds) of the sync query on its source."
     )

@@ -34,7 +34,7 @@ from .tenants import tenant_from_row
 
 DISPATCH_LOCK = 0x7E7A_C7_1D  # pg_advisory_xact_lock key serialising dispatchers
 KNOWN_RUNS = 200_000  # how far back planning looks for where tenantctl last saw a tenant
-TERMINAL = [RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.SKIPPED.value]
+TERMINAL = [s.value for s in RunStatus if s.terminal]
 ATTEMPT_UNIQUE = "uq_tenant_runs_rollout_id_tenant_id_attempt"
 RACED = "another retry or resume of it started at the same moment; nothing was done here"
 
