@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,11 +29,11 @@ from . import lifecycle, reaper, runs
 from .controldb.store import Store
 from .dispatch import Dispatch
 from .exceptions import ControlDBError, RolloutBusy
-from .progress import Executor, Observer, Silent
+from .progress import Observer
 from .runtime import runtime
 from .settings import Settings
+from .unit import worker_id
 
-__all__ = ["Executor", "InProcessExecutor", "Observer", "Silent", "Ticker"]
 log = logging.getLogger("tenantctl.executor")
 Wait = Callable[[float], Awaitable[object]]
 
@@ -117,10 +115,6 @@ class _Pool:
             self._pool = None
 
 
-def coordinator_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class InProcessExecutor:
     """Carries a rollout with ``parallel`` child processes (default: the rollout's own ``--parallel``),
     at most ``settings.per_host_limit`` migrations on one database server across every rollout."""
@@ -129,13 +123,14 @@ class InProcessExecutor:
         self.settings = settings
         self.environ = environ
         self.parallel = parallel
-        self.owner: str | None = coordinator_id()
+        self._owner = worker_id()  # host:pid of this coordinator process
+        self.owner: str | None = self._owner
 
     def ready(self) -> None:
         """Nothing to check: the pool is this process's own."""
 
     async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
-        owner = self.owner or coordinator_id()
+        owner = self._owner
         holder = await store.take_rollout(rollout_id, owner, self.settings.lease_seconds)
         if holder is not None:
             raise RolloutBusy(rollout_id, holder)

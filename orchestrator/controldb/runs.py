@@ -248,21 +248,6 @@ class RunStore(StoreBase):
         )
         return {str(t): int(r) for t, r in rows}
 
-    async def queued_runs(self, rollout_id: int, wave: int | None = None) -> list[tuple[int, str]]:
-        """(run id, tenant id) of every queued run of a rollout (of one wave)."""
-        where = [tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status == RunStatus.QUEUED.value]
-        if wave is not None:
-            where.append(tenant_runs.c.wave == wave)
-        async with self._tx() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(tenant_runs.c.id, tenant_runs.c.tenant_id)
-                    .where(*where)
-                    .order_by(tenant_runs.c.tenant_id)
-                )
-            ).all()
-        return [(int(r.id), str(r.tenant_id)) for r in rows]
-
     async def claim_context(
         self, run_id: int, attempt: int, worker: str, lease_s: float
     ) -> tuple[TenantRun, Rollout, Tenant | None] | None:
