@@ -106,6 +106,17 @@ async def compare_schemas(
     ]
 
 
+def schema_runner_for(settings: Settings, store: Store) -> SchemaRunner | None:
+    """Where a schema audit's comparisons run: on the Celery workers when there are workers (they are
+    heavy), else None (a local pool of ``parallelism`` processes)."""
+    if settings.broker_url is None:
+        return None
+    from workers.app import make_app
+    from workers.audits import CelerySchemaRunner
+
+    return CelerySchemaRunner(settings, make_app(settings), store)
+
+
 async def run_audit(
     settings: Settings,
     store: Store,

@@ -14,7 +14,7 @@ from typing import Any
 from . import scripts, states
 from .controldb.store import Store
 from .dispatch import db_host
-from .exceptions import ConcurrentChange, ConfigurationError, RolloutBusy, UserError
+from .exceptions import ConcurrentChange, ConfigurationError, RolloutBusy, SelectionNotConfirmed, UserError
 from .executors import InProcessExecutor
 from .interrupts import Guard
 from .models import Command, ErrorClass, Policy, Rollout, RolloutState, RunStatus, Selector, Tenant
@@ -100,6 +100,7 @@ async def rollout(
     executor: Executor | None = None,
     wait: bool = True,
     guard: Guard | None = None,
+    confirm: Confirmation | None = None,
 ) -> int:
     """Run ``command revision`` over the selected tenants; returns the rollout id.
 
@@ -111,13 +112,12 @@ async def rollout(
     observer = observer or Silent()
     policy = policy or Policy()
     executor = executor or InProcessExecutor(settings, environ, parallel)
-    if not wait and executor.owner is not None:
-        raise ConfigurationError(
-            "--no-wait needs workers: set TENANTCTL_BROKER_URL and run `tenantctl worker`"
-        )
+    _check_detached(executor, wait)
     script = scripts.scripts(settings.alembic_config)
     target = scripts.resolve(script, command, revision)
     resolved = await resolve_selection(settings, store, selector, environ)
+    if confirm is not None:
+        confirm.check(len(resolved.tenants))
     waves = assign_waves(resolved.tenants, policy)
     executor.ready()
     behind = known_behind(resolved.tenants, await store.known_revisions(), target)
@@ -134,12 +134,41 @@ async def rollout(
         hosts=_hosts(resolved),
         policy=policy,
         waves=waves,
-        owner=executor.owner if wait else None,
+        owner=executor.owner,
         lease_s=settings.lease_seconds,
     )
     await _planned(store, observer, rollout_id, the_plan)
     await _drive(settings, store, executor, rollout_id, observer, wait, guard)
     return rollout_id
+
+
+def _check_detached(executor: Executor, wait: bool) -> None:
+    if not wait and not executor.detached:
+        raise ConfigurationError(
+            "--no-wait needs workers: set TENANTCTL_BROKER_URL and run `tenantctl worker`"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Confirmation:
+    """A selection larger than ``limit`` tenants goes ahead only when the caller states its size
+    (``count``), so that a mistaken empty selector cannot roll every tenant; a stated size that is
+    wrong is refused whatever the limit."""
+
+    limit: int
+    count: int | None = None
+
+    def check(self, selected: int) -> None:
+        if self.count is not None and self.count != selected:
+            raise SelectionNotConfirmed(
+                f"confirm_count is {self.count} but the selection has {selected} tenant(s): "
+                "nothing was started"
+            )
+        if self.count is None and selected > self.limit:
+            raise SelectionNotConfirmed(
+                f"the selection has {selected} tenants, more than TENANTCTL_API_MAX_SELECTION "
+                f'({self.limit}): send "confirm_count": {selected} to go ahead'
+            )
 
 
 async def _drive(
@@ -157,7 +186,7 @@ async def _drive(
         async with guard(rollout_id) if guard is not None else contextlib.nullcontext():
             await executor.execute(store, rollout_id, observer)
     else:
-        await executor.start(store, rollout_id)  # type: ignore[attr-defined]
+        await executor.start(store, rollout_id)
     await close_if_done(store, settings, rollout_id)
 
 
@@ -250,6 +279,7 @@ async def retry(
     observer = observer or Silent()
     rollout = await store.get_rollout(rollout_id)
     executor = executor or InProcessExecutor(settings, environ)
+    _check_detached(executor, wait)
     failed = [r.tenant_id for r in await store.rollout_runs(rollout_id) if r.status is RunStatus.FAILED]
     if selector != Selector():
         chosen = {t.id for t in select(await store.list_tenants(), selector)}
@@ -290,6 +320,7 @@ async def resume(
             f"rollout {rollout_id} is {rollout.state.value}: only a halted or cancelled one resumes"
         )
     executor = executor or InProcessExecutor(settings, environ)
+    _check_detached(executor, wait)
     midway = [r.tenant_id for r in await store.stopped_midway(rollout_id)]
     attempts = await _plan_attempts(settings, store, rollout, midway, environ) if midway else None
     executor.ready()
@@ -343,15 +374,28 @@ def _selection_record(selector: Selector, target: scripts.Target) -> dict[str, A
 
 
 async def status(
-    store: Store, rollout_id: int | None = None, *, attempts: bool = False, tracebacks: bool = False
+    store: Store,
+    rollout_id: int | None = None,
+    *,
+    attempts: bool = False,
+    tracebacks: bool = False,
+    failed: bool = False,
+    error_class: ErrorClass | None = None,
 ) -> dict[str, Any]:
-    """The rollout as ``status --json`` prints it: a contract users' scripts read. ``counts`` are of each
-    tenant's latest attempt; with ``attempts`` the ``tenants`` list holds every attempt; with
-    ``tracebacks`` each tenant also gets ``traceback``, the one stored for that attempt (scrubbed of
-    passwords, None when it did not fail). Without it the rows stay exactly as they were."""
+    """The rollout as ``status --json`` prints it (and ``GET /api/v1/rollouts/{id}`` returns): a contract
+    users' scripts read. ``counts`` are of each tenant's latest attempt; with ``attempts`` the
+    ``tenants`` list holds every attempt; with ``tracebacks`` each tenant also gets ``traceback``, the one
+    stored for that attempt (scrubbed of passwords, None when it did not fail). ``failed`` or
+    ``error_class`` keep only the failed rows (of that class); ``counts`` stay the whole rollout's."""
     ro = await store.get_rollout(rollout_id)
     latest = await store.rollout_runs(ro.id)
     runs = await store.rollout_attempts(ro.id) if attempts else latest
+    if failed or error_class is not None:
+        runs = [
+            r
+            for r in runs
+            if r.status is RunStatus.FAILED and (error_class is None or r.error_class is error_class)
+        ]
     counts = {s.value: 0 for s in RunStatus}
     for run in latest:
         counts[run.status.value] += 1
@@ -393,8 +437,8 @@ async def status(
 _NOTED = (RunStatus.SKIPPED, RunStatus.HALTED, RunStatus.CANCELLED)
 
 
-async def rollouts(store: Store, limit: int) -> list[dict[str, Any]]:
-    """``tenantctl rollouts --json``: the newest rollouts, one object each."""
+async def rollouts(store: Store, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    """``tenantctl rollouts --json`` (and ``GET /api/v1/rollouts``): the newest rollouts, one object each."""
     return [
         {
             "id": ro.id,
@@ -407,7 +451,7 @@ async def rollouts(store: Store, limit: int) -> list[dict[str, Any]]:
             "halt_reason": ro.halt_reason,
             "counts": {s.value: counts.get(s, 0) for s in RunStatus},
         }
-        for ro, counts in await store.list_rollouts(limit)
+        for ro, counts in await store.list_rollouts(limit, offset)
     ]
 
 

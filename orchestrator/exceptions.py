@@ -8,6 +8,7 @@
     │   ├── DuplicateTenant         `tenants add` of an id that exists
     │   ├── UnknownTenant           an id that is not in the registry
     │   ├── EmptySelection          the selectors match no enabled tenant
+    │   ├── SelectionNotConfirmed   an API rollout over more tenants than allowed, without confirm_count
     │   ├── ImportFileError         a tenant file that cannot be read; carries its line
     │   ├── UnknownRevision         a revision spec the scripts cannot resolve
     │   ├── UnknownRollout          a rollout id that does not exist
@@ -92,6 +93,10 @@ class EmptySelection(UserError):
     def __init__(self, description: str) -> None:
         self.description = description
         super().__init__(f"no enabled tenant matches {description}")
+
+
+class SelectionNotConfirmed(UserError):
+    """A large selection was not confirmed with its size (``confirm_count``)."""
 
 
 class ImportFileError(UserError):

@@ -82,6 +82,7 @@ class Tenant:
     tags: tuple[str, ...] = ()
     group: str | None = None
     enabled: bool = True
+    updated_by: str | None = None  # who last created or changed it (API token name or user@host)
 
 
 @dataclass(frozen=True, kw_only=True)

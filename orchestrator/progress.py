@@ -33,6 +33,9 @@ class Executor(Protocol):
     halt the rollout when it dies; None when workers carry it (Celery)."""
 
     owner: str | None
+    detached: bool
+    """True when the rollout goes on after the verb returns (workers, or a server's own pool): ``start``
+    may be used instead of ``execute`` (``--no-wait``, a rollout started over HTTP)."""
 
     def ready(self) -> None:
         """Raise a TenantctlError if the executor cannot carry anything now (a broker that does not
@@ -40,3 +43,6 @@ class Executor(Protocol):
 
     async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
         """Run (or dispatch and follow) every queued run of the rollout until none is left."""
+
+    async def start(self, store: Store, rollout_id: int) -> None:
+        """Set the rollout going and return at once (only when ``detached``)."""

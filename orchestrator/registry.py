@@ -4,6 +4,8 @@ URL a unit of work connects with."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -13,8 +15,8 @@ from .models import Tenant, TenantSpec
 from .secrets import SecretBox, mask_url, resolve_url, split_password
 
 
-def to_tenant(spec: TenantSpec, box: SecretBox) -> Tenant:
-    """Validate a spec and encrypt its clear password, if any."""
+def to_tenant(spec: TenantSpec, box: SecretBox, by: str | None = None) -> Tenant:
+    """Validate a spec and encrypt its clear password, if any; ``by`` is who creates or changes it."""
     spec = validation.spec(spec)
     url, password = split_password(spec.url)
     return Tenant(
@@ -25,6 +27,7 @@ def to_tenant(spec: TenantSpec, box: SecretBox) -> Tenant:
         tags=spec.tags,
         group=spec.group,
         enabled=spec.enabled,
+        updated_by=by,
     )
 
 
@@ -56,13 +59,39 @@ def changed_fields(spec: TenantSpec, current: Tenant, box: SecretBox) -> tuple[s
     return tuple(field for field, a, b in zip(FIELDS, new, old, strict=True) if a != b)
 
 
-async def add(store: Store, spec: TenantSpec, box: SecretBox) -> Tenant:
-    tenant = to_tenant(spec, box)
+async def add(store: Store, spec: TenantSpec, box: SecretBox, by: str | None = None) -> Tenant:
+    tenant = to_tenant(spec, box, by)
     await store.add_tenant(tenant)
     return tenant
 
 
-async def import_specs(store: Store, specs: Sequence[TenantSpec], box: SecretBox) -> ImportCounts:
+UPDATABLE = ("url", "schema", "tags", "group", "enabled")
+
+
+async def update(
+    store: Store, tenant_id: str, changes: Mapping[str, Any], box: SecretBox, by: str | None = None
+) -> Tenant:
+    """Change some fields of a registered tenant (``UPDATABLE``), validated as a whole spec. A URL not
+    given keeps the stored one and its encrypted password; a URL given replaces both."""
+    current = await store.get_tenant(tenant_id)
+    spec = TenantSpec(
+        id=current.id,
+        url=changes.get("url", current.url),
+        schema=changes.get("schema", current.schema),
+        tags=tuple(changes.get("tags", current.tags) or ()),
+        group=changes.get("group", current.group),
+        enabled=changes.get("enabled", current.enabled),
+    )
+    tenant = to_tenant(spec, box, by)
+    if "url" not in changes:
+        tenant = replace(tenant, url=current.url, password_token=current.password_token)
+    await store.write_tenants([], [tenant])
+    return tenant
+
+
+async def import_specs(
+    store: Store, specs: Sequence[TenantSpec], box: SecretBox, by: str | None = None
+) -> ImportCounts:
     """Create or update every spec in one transaction; tenants absent from the file are left alone."""
     existing = {t.id: t for t in await store.list_tenants()}
     created: list[Tenant] = []
@@ -73,10 +102,10 @@ async def import_specs(store: Store, specs: Sequence[TenantSpec], box: SecretBox
         if current is not None:
             # an unchanged tenant is not written (its ciphertext kept), so re-imports are no-ops
             if changed_fields(spec, current, box):
-                updated.append(to_tenant(spec, box))
+                updated.append(to_tenant(spec, box, by))
             else:
                 unchanged += 1
         else:
-            created.append(to_tenant(spec, box))
+            created.append(to_tenant(spec, box, by))
     await store.write_tenants(created, updated)
     return ImportCounts(created=len(created), updated=len(updated), unchanged=unchanged)

@@ -63,27 +63,41 @@ class ExtraColumns:
 NO_EXTRA = ExtraColumns()
 
 
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".csv": "csv"}
+
+
 def read(path: Path, extra: ExtraColumns = NO_EXTRA) -> list[TenantSpec]:
     """Parse and validate a whole tenant file; raises ImportFileError naming the first bad line."""
     name = str(path)
     text = _text(name, path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        if not text.strip():
+            raise ImportFileError(name, None, "the file is empty: expected a list of tenants")
+        raise ImportFileError(name, None, "unknown file type: use .yaml, .yml, .json or .csv")
+    return parse(text, fmt, name, extra)
+
+
+def parse(text: str, fmt: str, name: str = "<body>", extra: ExtraColumns = NO_EXTRA) -> list[TenantSpec]:
+    """Parse and validate tenants from text in ``fmt`` (``yaml``, ``json`` or ``csv``): an import
+    file, or the body of ``POST /api/v1/tenants/import``; errors name ``name`` and the line."""
     if not text.strip():
         raise ImportFileError(name, None, "the file is empty: expected a list of tenants")
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise ImportFileError(name, line, "a NUL byte: not a text file")
-    suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if fmt == "yaml":
         rows = _yaml_rows(name, text)
-    elif suffix == ".json":
+    elif fmt == "json":
         rows = _json_rows(name, text)
-    elif suffix == ".csv":
+    elif fmt == "csv":
         rows = _csv_rows(name, text, extra)
     else:
-        raise ImportFileError(name, None, "unknown file type: use .yaml, .yml, .json or .csv")
+        raise ImportFileError(name, None, f"unknown format {fmt!r}: use yaml, json or csv")
     specs: list[TenantSpec] = []
     seen: dict[str, int] = {}
-    if extra.names() and suffix != ".csv":
+    if extra.names() and fmt != "csv":
         keys = sorted({str(k) for _, row in rows if isinstance(row, Mapping) for k in row})
         problem = extra.problem(keys, rows=bool(rows))
         if problem:

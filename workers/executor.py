@@ -22,6 +22,7 @@ from .tasks import sender
 
 class CeleryExecutor:
     owner: str | None = None  # workers carry the rollout: it needs no living coordinator
+    detached = True
 
     def __init__(self, settings: Settings, environ: Mapping[str, str], app: Celery | None = None) -> None:
         self.settings = settings

@@ -16,7 +16,6 @@ from rich.markup import escape
 from .. import auditor
 from ..audit import AuditKind
 from ..controldb.store import Store
-from ..schema_audit import SchemaRunner
 from .common import (
     ExcludeOpt,
     GroupOpt,
@@ -69,12 +68,7 @@ def audit(
     by = who()
 
     async def go(store: Store) -> dict[str, Any]:
-        runner: SchemaRunner | None = None
-        if schema and cfg.broker_url is not None:  # heavy: on the workers when there are workers
-            from workers.app import make_app
-            from workers.audits import CelerySchemaRunner
-
-            runner = CelerySchemaRunner(cfg, make_app(cfg), store)
+        runner = auditor.schema_runner_for(cfg, store) if schema else None
         return await auditor.run_audit(
             cfg, store, kind=kind, selector=sel, created_by=by, environ=environ, schema_runner=runner
         )

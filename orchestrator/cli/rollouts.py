@@ -11,14 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import coordinator, interrupts, preview
+from .. import coordinator, executors, interrupts, preview, reports
 from ..controldb.store import Store
 from ..exceptions import Interrupted, UserError
-from ..executors import InProcessExecutor
 from ..models import Command, ErrorClass, Policy, Selector
 from ..policy import parse_rate
-from ..progress import Executor
-from ..settings import Settings
 from . import render
 from .common import (
     ExcludeOpt,
@@ -94,15 +91,6 @@ class RolloutOptions:
     out: Path | None
 
 
-def executor_for(cfg: Settings, environ: Mapping[str, str], parallel: int | None) -> Executor:
-    """Celery when a broker is configured, else the in-process pool."""
-    if cfg.broker_url is not None:
-        from workers.executor import CeleryExecutor
-
-        return CeleryExecutor(cfg, environ)
-    return InProcessExecutor(cfg, environ, parallel)
-
-
 def _reporting_interrupts(
     go: Callable[[Store], Awaitable[dict[str, Any]]], as_json: bool
 ) -> Callable[[Store], Awaitable[dict[str, Any]]]:
@@ -160,24 +148,7 @@ def _preview(command: Command, revision: str, sel: Selector, opts: RolloutOption
             raise refused
         raise typer.Exit(1 if any(r.error for r in rows) else 0)
     if opts.as_json:
-        print_json(
-            {
-                "command": command.value,
-                "target": revision,
-                "refused": refused.message if refused else None,
-                "groups": groups,
-                "tenants": [
-                    {
-                        "tenant": r.tenant,
-                        "from_revision": r.step.from_revision,
-                        "to_revision": r.step.to_revision,
-                        "steps": r.step.steps,
-                        "error": r.error,
-                    }
-                    for r in rows
-                ],
-            }
-        )
+        print_json(reports.plan(command, revision, rows, refused.message if refused else None))
     else:
         out.print(
             f"dry run: {command.value} {revision} over {len(rows)} tenant(s); nothing was changed",
@@ -196,7 +167,7 @@ def _rollout(command: Command, revision: str, sel: Selector, opts: RolloutOption
     parallel, as_json, no_wait = opts.parallel, opts.as_json, opts.no_wait
     cfg = settings()
     environ = dict(os.environ)
-    executor = executor_for(cfg, environ, parallel)
+    executor = executors.for_settings(cfg, environ, parallel)
 
     async def go(store: Store) -> dict[str, Any]:
         with render.ProgressObserver(f"{command.value} {revision}", quiet=no_wait) as observer:
@@ -309,7 +280,7 @@ def retry(
     rollout's own --parallel and timeouts unless given here."""
     cfg = settings()
     environ = dict(os.environ)
-    executor = executor_for(cfg, environ, None)
+    executor = executors.for_settings(cfg, environ, None)
     overrides = coordinator.Overrides(
         parallel=parallel,
         lock_timeout=lock_timeout,
@@ -362,15 +333,16 @@ def status(
         if follow:
             with render.ProgressObserver("") as observer:
                 rollout_id = await coordinator.follow(cfg, store, rollout, observer)
-        return await coordinator.status(store, rollout_id, attempts=attempts, tracebacks=tracebacks)
+        return await coordinator.status(
+            store,
+            rollout_id,
+            attempts=attempts,
+            tracebacks=tracebacks,
+            failed=failed,
+            error_class=error_class,
+        )
 
     report = run(go, cfg=cfg)
-    if failed or error_class is not None:
-        report["tenants"] = [
-            t
-            for t in report["tenants"]
-            if t["status"] == "failed" and (error_class is None or t["error_class"] == error_class.value)
-        ]
     if as_json:
         print_json(report)
     else:
@@ -401,7 +373,7 @@ def resume(
     """Continue a halted or cancelled rollout, with its own --parallel and timeouts unless given here."""
     cfg = settings()
     environ = dict(os.environ)
-    executor = executor_for(cfg, environ, None)
+    executor = executors.for_settings(cfg, environ, None)
     overrides = coordinator.Overrides(
         parallel=parallel,
         lock_timeout=lock_timeout,
@@ -471,9 +443,7 @@ def current(
     sel = selector(tenant, tag, group, exclude)
     reads = run(lambda store: coordinator.current(cfg, store, sel, environ), cfg=cfg)
     if as_json:
-        print_json(
-            [{"tenant": r.tenant_id, "revision": ",".join(r.heads) or None, "error": r.error} for r in reads]
-        )
+        print_json(reports.current(reads))
     else:
         table = Table("tenant", "revision", box=None, header_style="bold")
         for r in reads:

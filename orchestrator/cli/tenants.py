@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from .. import registry
+from .. import registry, reports
 from ..controldb.store import ImportCounts, Store
 from ..exceptions import SyncRefused
-from ..models import Tenant, TenantSpec
+from ..models import TenantSpec
 from ..secrets import SecretBox
-from .common import JsonOpt, err, out, print_json, run, settings
+from .common import JsonOpt, err, out, print_json, run, settings, who
 
 if TYPE_CHECKING:
     from ..sync import Change, SyncPlan
@@ -24,17 +24,6 @@ app = typer.Typer(help="Register and inspect tenants.", no_args_is_help=True)
 def _box() -> SecretBox:
     cfg = settings()
     return SecretBox(cfg.secret_key.get_secret_value() if cfg.secret_key else None)
-
-
-def _public(t: Tenant) -> dict[str, object]:
-    return {
-        "id": t.id,
-        "url": registry.display_url(t),
-        "schema": t.schema,
-        "tags": list(t.tags),
-        "group": t.group,
-        "enabled": t.enabled,
-    }
 
 
 @app.command("add")
@@ -53,7 +42,7 @@ def add(
         id=tenant_id, url=url, schema=schema, tags=tuple(tag or ()), group=group, enabled=not disabled
     )
     box = _box()
-    tenant = run(lambda store: registry.add(store, spec, box), cfg=settings())
+    tenant = run(lambda store: registry.add(store, spec, box, who()), cfg=settings())
     err.print(f"added tenant {tenant.id} ({registry.display_url(tenant)})", highlight=False)
 
 
@@ -62,7 +51,7 @@ def list_(as_json: JsonOpt = False) -> None:
     """List tenants (passwords masked)."""
     tenants = run(lambda store: store.list_tenants(), cfg=settings())
     if as_json:
-        print_json([_public(t) for t in tenants])
+        print_json([reports.tenant(t) for t in tenants])
         return
     table = Table("id", "url", "schema", "tags", "group", "enabled", box=None, header_style="bold")
     for t in tenants:
@@ -83,9 +72,9 @@ def show(tenant_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonO
     """Show one tenant."""
     tenant = run(lambda store: store.get_tenant(tenant_id), cfg=settings())
     if as_json:
-        print_json(_public(tenant))
+        print_json(reports.tenant(tenant))
         return
-    for key, value in _public(tenant).items():
+    for key, value in reports.tenant(tenant).items():
         shown = ",".join(value) if isinstance(value, list) else ("" if value is None else str(value))
         out.print(f"{key:8} {shown}", highlight=False)
 
@@ -100,14 +89,14 @@ def remove(tenant_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 @app.command("enable")
 def enable(tenant_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Include a tenant in default selections again."""
-    run(lambda store: store.set_enabled(tenant_id, True), cfg=settings())
+    run(lambda store: store.set_enabled(tenant_id, True, who()), cfg=settings())
     err.print(f"enabled tenant {tenant_id}")
 
 
 @app.command("disable")
 def disable(tenant_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Leave a tenant out of every rollout until it is enabled."""
-    run(lambda store: store.set_enabled(tenant_id, False), cfg=settings())
+    run(lambda store: store.set_enabled(tenant_id, False, who()), cfg=settings())
     err.print(f"disabled tenant {tenant_id}")
 
 
@@ -123,11 +112,11 @@ def import_(
     box = _box()
 
     async def go(store: Store) -> ImportCounts:
-        return await registry.import_specs(store, specs, box)
+        return await registry.import_specs(store, specs, box, who())
 
     counts = run(go, cfg=settings())
     if as_json:
-        print_json({"created": counts.created, "updated": counts.updated, "unchanged": counts.unchanged})
+        print_json(reports.imported(counts))
     else:
         out.print(f"created {counts.created}, updated {counts.updated}, unchanged {counts.unchanged}")
 

@@ -835,10 +835,11 @@ class RunStore(StoreBase):
             if r.status in (RunStatus.CANCELLED, RunStatus.HALTED) and r.started_at is not None
         ]
 
-    async def list_rollouts(self, limit: int) -> list[tuple[Rollout, dict[RunStatus, int]]]:
-        """The newest rollouts with their counts by status (latest attempts)."""
+    async def list_rollouts(self, limit: int, offset: int = 0) -> list[tuple[Rollout, dict[RunStatus, int]]]:
+        """A page of the rollouts, newest first, with their counts by status (latest attempts)."""
+        query = sa.select(rollouts).order_by(rollouts.c.id.desc()).limit(limit).offset(offset)
         async with self._tx() as conn:
-            rows = (await conn.execute(sa.select(rollouts).order_by(rollouts.c.id.desc()).limit(limit))).all()
+            rows = (await conn.execute(query)).all()
         return [(self._rollout(r), await self.rollout_counts(int(r.id))) for r in rows]
 
     async def rollout_attempts(self, rollout_id: int) -> list[TenantRun]:

@@ -29,6 +29,7 @@ tenants = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=True),
 )
 
 rollouts = sa.Table(
@@ -123,5 +124,15 @@ schema_checks = sa.Table(
     sa.Column("token", sa.String(64), primary_key=True),
     sa.Column("tenant_id", sa.String(63), primary_key=True),
     sa.Column("result", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+api_idempotency = sa.Table(
+    "api_idempotency",
+    metadata,
+    sa.Column("principal", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("rollout_id", sa.Integer, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -25,6 +25,7 @@ def tenant_from_row(row: sa.Row[Any]) -> Tenant:
         tags=tuple(t for t in row.tags.split(",") if t),
         group=row.group,
         enabled=bool(row.enabled),
+        updated_by=row.updated_by,
     )
 
 
@@ -40,6 +41,7 @@ class TenantStore(StoreBase):
             "tags": ",".join(t.tags),
             "group": t.group,
             "enabled": t.enabled,
+            "updated_by": t.updated_by,
         }
 
     async def list_tenants(self) -> list[Tenant]:
@@ -71,10 +73,12 @@ class TenantStore(StoreBase):
         if result.rowcount == 0:
             raise UnknownTenant(tenant_id)
 
-    async def set_enabled(self, tenant_id: str, enabled: bool) -> None:
+    async def set_enabled(self, tenant_id: str, enabled: bool, by: str | None = None) -> None:
         async with self._tx() as conn:
             result = await conn.execute(
-                tenants.update().where(tenants.c.id == tenant_id).values(enabled=enabled, updated_at=utcnow())
+                tenants.update()
+                .where(tenants.c.id == tenant_id)
+                .values(enabled=enabled, updated_at=utcnow(), updated_by=by)
             )
         if result.rowcount == 0:
             raise UnknownTenant(tenant_id)
@@ -115,6 +119,7 @@ class TenantStore(StoreBase):
                         group=sa.bindparam("group"),
                         enabled=sa.bindparam("enabled"),
                         updated_at=sa.bindparam("updated_at"),
+                        updated_by=sa.bindparam("updated_by"),
                     )
                 )
                 rows = []
