@@ -25,11 +25,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from . import lifecycle, reaper, runs
+from . import lifecycle, logs, reaper, runs
 from .controldb.store import Store
 from .dispatch import Dispatch
-from .exceptions import ControlDBError, RolloutBusy
-from .progress import Observer
+from .exceptions import ConfigurationError, ControlDBError, RolloutBusy
+from .progress import Executor, Observer
 from .runtime import runtime
 from .settings import Settings
 from .unit import worker_id
@@ -41,10 +41,13 @@ _settings: Settings | None = None
 _environ: Mapping[str, str] = {}
 
 
-def _child_init(settings: Settings, environ: Mapping[str, str]) -> None:
+def _child_init(settings: Settings, environ: Mapping[str, str], cli_logs: bool | None = None) -> None:
+    """``cli_logs``: the parent's ``logs.configured()``; a spawned child starts with no logging set up."""
     global _settings, _environ
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if cli_logs is not None:
+        logs.configure(settings, cli=cli_logs)
     _settings, _environ = settings, dict(environ)
 
 
@@ -91,7 +94,7 @@ class _Pool:
                 max_workers=self.size,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_init,
-                initargs=(self.settings, self.environ),
+                initargs=(self.settings, self.environ, logs.configured()),
             )
         return self._pool
 
@@ -115,6 +118,16 @@ class _Pool:
             self._pool = None
 
 
+def for_settings(settings: Settings, environ: Mapping[str, str], parallel: int | None = None) -> Executor:
+    """The executor a verb runs with: Celery workers when a broker is configured, else this process's
+    own pool of ``parallel`` children."""
+    if settings.broker_url is not None:
+        from workers.executor import CeleryExecutor
+
+        return CeleryExecutor(settings, environ)
+    return InProcessExecutor(settings, environ, parallel)
+
+
 class InProcessExecutor:
     """Carries a rollout with ``parallel`` child processes (default: the rollout's own ``--parallel``),
     at most ``settings.per_host_limit`` migrations on one database server across every rollout."""
@@ -126,8 +139,15 @@ class InProcessExecutor:
         self._owner = worker_id()  # host:pid of this coordinator process
         self.owner: str | None = self._owner
 
+    detached = False  # the pool lives as long as this command
+
     def ready(self) -> None:
         """Nothing to check: the pool is this process's own."""
+
+    async def start(self, store: Store, rollout_id: int) -> None:
+        raise ConfigurationError(
+            "--no-wait needs workers: set TENANTCTL_BROKER_URL and run `tenantctl worker`"
+        )
 
     async def execute(self, store: Store, rollout_id: int, observer: Observer) -> None:
         owner = self._owner

@@ -20,14 +20,16 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from . import runs
+from . import logs, runs
 from .exceptions import ControlDBError
+from .models import UnitJob, UnitResult
 from .runtime import Runtime
 from .settings import Settings
 from .unit import run_unit, worker_id
 
 T = TypeVar("T")
 log = logging.getLogger("tenantctl.lifecycle")
+Observe = Callable[[UnitJob, UnitResult], None]
 
 
 def carry(
@@ -39,21 +41,36 @@ def carry(
     run_id: int,
     attempt: int,
     send: runs.Send,
+    observe: Observe | None = None,
 ) -> str:
     """Carry one run from claim to settle in this process; returns what happened (for logs and tests):
     ``done``, ``duplicate`` (already claimed or finished: a redelivered message), ``unusable`` (recorded
-    failed at the claim) or ``unsettled`` (the control DB stayed away; the reaper will settle it)."""
-    claimed = _durably(
-        settings,
-        f"claim of run {run_id}",
-        lambda: runs.claim(rt.store, settings, run_id, attempt, worker_id(), environ),
-        rt.run,
-    )
-    if claimed is None or isinstance(claimed, runs.Unusable):
-        rt.run(runs.keep_moving(rt.store, settings, rollout_id, send))  # this message started nothing
-        return "duplicate" if claimed is None else "unusable"
+    failed at the claim) or ``unsettled`` (the control DB stayed away; the reaper will settle it).
+
+    Every line logged meanwhile carries the run's rollout_id, run_id and attempt, and its tenant once
+    claimed (``logs.bind``). ``observe(job, result)``: told of each unit run (a worker's metrics)."""
+    with logs.bind(rollout_id=rollout_id, run_id=run_id, attempt=attempt):
+        claimed = _durably(
+            settings,
+            f"claim of run {run_id}",
+            lambda: runs.claim(rt.store, settings, run_id, attempt, worker_id(), environ),
+            rt.run,
+        )
+        if claimed is None or isinstance(claimed, runs.Unusable):
+            rt.run(runs.keep_moving(rt.store, settings, rollout_id, send))  # this message started nothing
+            return "duplicate" if claimed is None else "unusable"
+        with logs.bind(tenant=claimed.tenant_id):
+            return _unit(rt, settings, rollout_id, claimed, send, observe)
+
+
+def _unit(
+    rt: Runtime, settings: Settings, rollout_id: int, job: UnitJob, send: runs.Send, observe: Observe | None
+) -> str:
+    run_id = job.run_id
     with rt.heartbeat.holding(run_id):
-        result = run_unit(claimed)
+        result = run_unit(job)
+    if observe is not None:
+        observe(job, result)
     try:
         written = _durably(
             settings,

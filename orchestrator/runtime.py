@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from . import logs
 from .controldb.store import Store
 from .exceptions import ControlDBError
 from .settings import Settings
@@ -42,11 +43,12 @@ class Heartbeat(threading.Thread):
                 run_id = self.current
                 if run_id is None:
                     continue
-                try:
-                    if not await store.extend_lease(run_id, worker_id(), self.settings.lease_seconds):
-                        log.warning("lease of run %s was taken over (reaped?)", run_id)
-                except ControlDBError as exc:
-                    log.warning("heartbeat of run %s: %s", run_id, exc.message)
+                with logs.bind(run_id=run_id):  # a thread of its own: the unit's bound fields are not here
+                    try:
+                        if not await store.extend_lease(run_id, worker_id(), self.settings.lease_seconds):
+                            log.warning("lease of run %s was taken over (reaped?)", run_id)
+                    except ControlDBError as exc:
+                        log.warning("heartbeat of run %s: %s", run_id, exc.message)
 
     @contextmanager
     def holding(self, run_id: int) -> Iterator[None]:

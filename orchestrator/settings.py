@@ -4,11 +4,25 @@ environment itself."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONTROL_DB = "sqlite+aiosqlite:///tenantctl.db"
+
+Role = Literal["viewer", "operator", "deployer", "admin"]
+
+
+class ApiToken(BaseModel):
+    """One API token as configured: its name (recorded as who did what), its role, and the SHA-256 of
+    the token in hex (``printf %s "$TOKEN" | sha256sum``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:-]+$")
+    role: Role
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Settings(BaseSettings):
@@ -90,6 +104,24 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None, description="Key that encrypts tenant passwords at rest (any long random string)."
     )
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description="Bearer tokens of the HTTP API, as JSON: "
+        '[{"name": "ci", "role": "deployer", "sha256": "<hex SHA-256 of the token>"}]; '
+        "roles viewer < operator < deployer < admin. Only the hash is configured, never the token.",
+    )
+    api_max_selection: int = Field(
+        default=1000,
+        ge=1,
+        description="A rollout started over HTTP on more tenants than this needs "
+        '"confirm_count" equal to the selection\'s size.',
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a token (behind a network you trust)."
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, description="How long a dashboard login (signed session cookie) lasts."
+    )
     audit_cron: str = Field(
         default="0 3 * * *",
         description="When the nightly drift audit runs (cron: minute hour day month weekday).",
@@ -137,3 +169,29 @@ class Settings(BaseSettings):
     sync_timeout: float = Field(
         default=60.0, gt=0, description="statement_timeout (seconds) of the sync query on its source."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Logs on stderr: `text` (the CLI's warnings, Celery's own lines in workers and beat) or "
+        "`json`, one object per line with time, level, logger, message and, for a tenant run, rollout_id, "
+        "run_id, tenant and attempt.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO",
+        description="Least level logged by workers, beat, `serve` and JSON logs; the CLI's text logs show "
+        "warnings and errors unless this is set.",
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a scrape of /metrics reuses the figures it read from the control DB and "
+        "the broker.",
+    )
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        """``json``/``JSON``, ``info``/``INFO``: as users write them."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if info.field_name == "log_level" else value.lower()

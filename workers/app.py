@@ -16,9 +16,12 @@ Choices made for long migrations, and why:
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+
+from celery import Celery, signals
 from celery.schedules import crontab
 
+from orchestrator import logs
 from orchestrator.exceptions import ConfigurationError
 from orchestrator.settings import Settings
 
@@ -84,4 +87,26 @@ def make_app(settings: Settings) -> Celery:
     from . import tasks
 
     tasks.register(app, settings)
+    _logging(settings)
     return app
+
+
+def _logging(settings: Settings) -> None:
+    """How a worker or beat logs, hooked into Celery's logging setup (in the main process; the pool
+    children are forked from it and inherit it). JSON: ``logs.configure`` instead of Celery's setup (a
+    ``setup_logging`` receiver makes Celery leave logging alone: no handler, no stdout redirection).
+    Text: Celery's usual lines, with our filters (passwords scrubbed) on its handlers."""
+    if settings.log_format == "json":
+
+        def setup(**_: object) -> None:
+            logs.configure(settings)
+
+        signals.setup_logging.connect(setup, weak=False, dispatch_uid="tenantctl-logs")
+        return
+
+    def scrub(logger: logging.Logger, **_: object) -> None:
+        for handler in logger.handlers:
+            logs.add_filters(handler)
+
+    signals.after_setup_logger.connect(scrub, weak=False, dispatch_uid="tenantctl-logs")
+    signals.after_setup_task_logger.connect(scrub, weak=False, dispatch_uid="tenantctl-task-logs")

@@ -18,7 +18,7 @@ from orchestrator.runtime import runtime
 from orchestrator.secrets import mask_text
 from orchestrator.settings import Settings
 
-from . import audits
+from . import audits, metrics
 
 log = logging.getLogger("tenantctl.worker")
 
@@ -49,6 +49,7 @@ def register(app: Celery, settings: Settings) -> None:
     from .app import MIGRATE, REAP, SYNC
 
     send = sender(app, settings)
+    observe = metrics.record if metrics.enabled() else None  # tenantctl worker --metrics-port
 
     @app.task(name=MIGRATE, bind=True)  # type: ignore[untyped-decorator]
     def migrate(self: Any, rollout_id: int, run_id: int, attempt: int) -> str:
@@ -62,6 +63,7 @@ def register(app: Celery, settings: Settings) -> None:
             run_id=run_id,
             attempt=attempt,
             send=send,
+            observe=observe,
         )
 
     @app.task(name=REAP)  # type: ignore[untyped-decorator]

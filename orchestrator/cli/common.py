@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
-from .. import validation
+from .. import logs
+from ..config import load_settings
 from ..controldb.store import Store
-from ..exceptions import ConfigurationError
 from ..models import Selector
 from ..settings import Settings
 
@@ -49,40 +47,15 @@ def selector(
     )
 
 
-def settings() -> Settings:
-    """Settings from the environment and ``.env``; an invalid value, or a ``.env`` that cannot be read,
-    is one clear line. python-dotenv only logs a line it cannot parse and drops it (a setting silently
-    lost): that warning is caught and made the error."""
-    dropped = _Collect()
-    dotenv_log = logging.getLogger("dotenv.main")
-    propagate, dotenv_log.propagate = dotenv_log.propagate, False
-    dotenv_log.addHandler(dropped)
-    try:
-        cfg = Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "TENANTCTL_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise ConfigurationError(f"invalid {name}: {first['msg']}") from None
-    except UnicodeDecodeError as exc:
-        reason = f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x})"
-        raise ConfigurationError(f"cannot read .env: {reason}") from None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read .env: {exc.strerror or exc.__class__.__name__}") from None
-    finally:
-        dotenv_log.removeHandler(dropped)
-        dotenv_log.propagate = propagate
-    if dropped.messages:
-        raise ConfigurationError(f"invalid .env: {dropped.messages[0]}")
-    return validation.settings(cfg)
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+def settings(*, celery: bool = False) -> Settings:
+    """Settings from the environment and ``.env`` (:func:`config.load_settings`), and the process's
+    logging set up from them (``TENANTCTL_LOG_FORMAT``; on stderr, stdout being the report). ``celery``
+    (a worker, beat): text logs are Celery's to set up (``workers/app.py``); JSON logs are ours from the
+    start, so even what Celery warns before its logging is set up is a JSON line."""
+    cfg = load_settings()
+    if not celery or cfg.log_format == "json":
+        logs.configure(cfg, cli=not celery)
+    return cfg
 
 
 def run(fn: Callable[[Store], Awaitable[T]], *, cfg: Settings, ready: bool = True) -> T:

@@ -1,14 +1,17 @@
 """Every SQL statement against the control database, as named methods of one facade.
 
 Split by concern, each module with one reason to change: ``engine`` (connections, transactions, driver
-errors translated into ours), ``tenants``, ``runs`` (rollouts and their tenant runs) and ``audits``.
+errors translated into ours), ``tenants``, ``runs`` (rollouts and their tenant runs), ``audits`` and
+``metrics`` (the bounded reads behind ``/metrics``).
 """
 
 from __future__ import annotations
 
 from .audits import AuditStore
 from .engine import MIGRATIONS, VERSION_TABLE, ImportCounts, async_url, utcnow
+from .metrics import MetricsStore
 from .runs import DISPATCH_LOCK, KNOWN_RUNS, TERMINAL, RunStore
+from .service import Seen, ServiceStore
 from .tenants import TenantStore
 
 __all__ = [
@@ -18,11 +21,12 @@ __all__ = [
     "TERMINAL",
     "VERSION_TABLE",
     "ImportCounts",
+    "Seen",
     "Store",
     "async_url",
     "utcnow",
 ]
 
 
-class Store(TenantStore, RunStore, AuditStore):
+class Store(TenantStore, ServiceStore, RunStore, AuditStore, MetricsStore):
     """The control database. Use as ``async with Store(url) as store``."""

@@ -8,11 +8,20 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path, concurrency: int = 2, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        concurrency: int = 2,
+        cwd: Path | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        """``args``: more options of `tenantctl worker` (e.g. --metrics-port)."""
         self.log = log
         self.name = f"w{uuid.uuid4().hex[:8]}@%h"
         self._fh = log.open("ab")
@@ -31,6 +40,7 @@ class WorkerProcess:
                 "--without-heartbeat",
                 "--pool",
                 "prefork",
+                *args,
             ],
             env=env,
             cwd=cwd,
