@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
+from typing import Annotated
 
 import typer
 
-from .. import reaper
+from .. import logs, reaper, reports
 from ..controldb.store import Store
+from ..settings import Settings
 from .common import JsonOpt, err, out, print_json, run, settings
 
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -18,13 +21,31 @@ commands = typer.Typer()
 
 
 @commands.command(context_settings=PASS_THROUGH)
-def worker(ctx: typer.Context) -> None:
+def worker(
+    ctx: typer.Context,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65535,
+            help="Serve this worker's Prometheus metrics (units carried, their durations) on this port.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address the metrics are served on.")
+    ] = "0.0.0.0",
+) -> None:
     """A Celery worker for tenantctl's queue; extra Celery options pass through (e.g. -c 4)."""
-    from workers.app import make_app
+    from workers import metrics
 
-    cfg = settings()
-    app_ = make_app(cfg)
-    app_.worker_main(["worker", "-Q", cfg.queue, "--loglevel", "INFO", *ctx.args])
+    cfg = settings(celery=True)
+    # multiprocess mode first: before prometheus-client makes a value and before Celery forks its pool
+    with metrics.serving(metrics_port, metrics_host) if metrics_port else nullcontext():
+        from workers.app import make_app
+
+        app_ = make_app(cfg)
+        app_.worker_main([*_quiet(cfg), "worker", "-Q", cfg.queue, "--loglevel", cfg.log_level, *ctx.args])
 
 
 @commands.command(context_settings=PASS_THROUGH)
@@ -32,7 +53,14 @@ def beat(ctx: typer.Context) -> None:
     """Celery beat: the reaper every TENANTCTL_REAP_INTERVAL seconds (and the nightly audit)."""
     from workers.app import make_app
 
-    make_app(settings()).start(["beat", "--loglevel", "INFO", *ctx.args])
+    cfg = settings(celery=True)
+    make_app(cfg).start([*_quiet(cfg), "beat", "--loglevel", cfg.log_level, *ctx.args])
+
+
+def _quiet(cfg: Settings) -> list[str]:
+    """With JSON logs, no Celery start-up banner: it is not a log line, and would be the only lines of the
+    stream that are not JSON."""
+    return ["--quiet"] if cfg.log_format == "json" else []
 
 
 @commands.command()
@@ -52,8 +80,28 @@ def reap(as_json: JsonOpt = False) -> None:
 
     reaped = run(go, cfg=cfg)
     if as_json:
-        print_json([r.__dict__ | {"status": r.status.value} for r in reaped])
+        print_json(reports.reaped(reaped))
         return
     for r in reaped:
         out.print(f"rollout {r.rollout_id} {r.tenant_id}: {r.status.value} — {r.message}", highlight=False)
     err.print(f"{len(reaped)} run(s) settled")
+
+
+@commands.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """The HTTP API, the dashboard and /metrics (FastAPI on uvicorn). Rollouts started over HTTP run on
+    the Celery workers when a broker is set, else in this server's own pool of processes."""
+    import uvicorn
+
+    from ..api.app import create_app
+
+    cfg = settings()
+    run(lambda store: store.ensure_ready(), cfg=cfg)  # one line, exit 2, before the port is taken
+    logs.configure(cfg)  # a service logs at INFO (access lines included), in text or JSON
+    if not cfg.api_tokens:
+        err.print("no TENANTCTL_API_TOKENS: every request but /healthz and /readyz will be refused (401)")
+    app = create_app(cfg, dict(os.environ))
+    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10, access_log=True)

@@ -23,7 +23,11 @@ def test_services_and_their_wiring() -> None:
     assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker"]["command"][0] == "worker" and services["beat"]["command"][0] == "beat"
     assert "container_name" not in services["worker"], "`--scale worker=N` needs unnamed containers"
-    for name in ("migrate", "worker", "beat"):
+    api = services["api"]
+    assert api["command"][0] == "serve" and "--host" in api["command"]
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "/readyz" in " ".join(api["healthcheck"]["test"]), "the healthcheck asks the API if it is ready"
+    for name in ("migrate", "worker", "beat", "api"):
         assert services[name]["env_file"] == ".env"
         assert services[name]["build"] == "."
 
