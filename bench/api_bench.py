@@ -206,7 +206,7 @@ def phase_browser(control: str, rollout_id: int, renders: int) -> dict[str, Any]
                 started = time.perf_counter()
                 page.goto(f"{server.url}/rollouts/{rollout_id}")
                 page.wait_for_function(
-                    "n => window.tenantctlGrid && window.tenantctlGrid.count && window.tenantctlGrid.count() >= n",
+                    "n => window.tenantctlGrid && window.tenantctlGrid.count() >= n",
                     arg=_tenants_of(control, rollout_id),
                     timeout=60_000,
                 )

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..controldb.store import Store
 from ..settings import Settings
-from . import problems, routes_audits, routes_ops, routes_rollouts, routes_tenants
+from . import dashboard, problems, routes_audits, routes_ops, routes_rollouts, routes_tenants
 from .auth import Authenticator
 from .background import Background
 from .events import Feeds
@@ -54,4 +54,6 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> FastAPI:
     problems.install(app)
     for module in (routes_ops, routes_tenants, routes_rollouts, routes_audits):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", dashboard.static(), name="static")
     return app
