@@ -50,6 +50,9 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> FastAPI:
         version=__version__,
         description="Roll Alembic migrations across tenants, and know where each one stands.",
         lifespan=lifespan,
+        openapi_url=None,  # served by routes_ops behind a viewer's token, like every endpoint
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a CDN: not on a server of ours
+        redoc_url=None,
     )
     problems.install(app)
     for module in (routes_ops, routes_tenants, routes_rollouts, routes_audits):

@@ -79,6 +79,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # its loc is ("body", offset), not a field
+            reason = first.get("ctx", {}).get("error", first["msg"])
+            at = first["loc"][-1] if len(first.get("loc", ())) > 1 else "?"
+            return problem(422, "Invalid request", f"body: not JSON: {reason} (at character {at})", "Invalid")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return problem(
             422, "Invalid request", f"{where}: {first['msg']}" if where else first["msg"], "Invalid"

@@ -50,6 +50,12 @@ async def readyz(svc: Svc) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request, _: Annotated[Principal, Depends(require("viewer"))]) -> JSONResponse:
+    """The OpenAPI schema of this API (a viewer's token, as every endpoint but the probes)."""
+    return JSONResponse(request.app.openapi())
+
+
 def _metrics_reader(request: Request, svc: Svc) -> Principal | None:
     if svc.settings.metrics_public:
         return None

@@ -169,7 +169,7 @@ async def get_rollout(
 
 
 @router.post(
-    "/{rollout_id}/retry", status_code=202, response_model=RolloutReport, responses=responses(404, 409)
+    "/{rollout_id}/retry", status_code=202, response_model=RolloutReport, responses=responses(400, 404, 409)
 )
 async def retry(
     rollout_id: RolloutId, principal: Operator, svc: Svc, body: Annotated[Overrides | None, Body()] = None
@@ -191,7 +191,7 @@ async def retry(
 
 
 @router.post(
-    "/{rollout_id}/resume", status_code=202, response_model=RolloutReport, responses=responses(404, 409)
+    "/{rollout_id}/resume", status_code=202, response_model=RolloutReport, responses=responses(400, 404, 409)
 )
 async def resume(
     rollout_id: RolloutId, principal: Operator, svc: Svc, body: Annotated[Overrides | None, Body()] = None

@@ -43,7 +43,7 @@ def _json(body: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-@router.get("", response_model=TenantPage)
+@router.get("", response_model=TenantPage, responses=responses(404))
 async def list_tenants(
     _: Viewer,
     svc: Svc,
@@ -70,7 +70,7 @@ async def list_tenants(
     )
 
 
-@router.post("", status_code=201, response_model=TenantOut, responses=responses(409))
+@router.post("", status_code=201, response_model=TenantOut, responses=responses(400, 409))
 async def create_tenant(body: TenantIn, principal: Admin, svc: Svc) -> JSONResponse:
     spec = TenantSpec(
         id=body.id,
@@ -127,7 +127,7 @@ async def get_tenant(tenant_id: str, _: Viewer, svc: Svc) -> JSONResponse:
     return _json(reports.tenant(await svc.store.get_tenant(tenant_id)))
 
 
-@router.patch("/{tenant_id}", response_model=TenantOut, responses=responses(404, 409))
+@router.patch("/{tenant_id}", response_model=TenantOut, responses=responses(400, 404, 409))
 async def update_tenant(tenant_id: str, body: TenantPatch, principal: Admin, svc: Svc) -> JSONResponse:
     """Change the fields given; a URL not given keeps the stored one and its password."""
     changes = body.model_dump(exclude_unset=True, by_alias=True)

@@ -33,13 +33,17 @@ class Service:
     background: Background | None  # None: a broker is configured and Celery workers carry rollouts
     metrics: Any = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _celery: Executor | None = None
 
     def executor(self, parallel: int | None = None) -> Executor:
-        """Celery when a broker is configured, else the server's own background pool."""
+        """Celery when a broker is configured (one Celery app for the server's life), else the server's
+        own background pool."""
         if self.background is None:
-            from workers.executor import CeleryExecutor
+            if self._celery is None:
+                from workers.executor import CeleryExecutor
 
-            return CeleryExecutor(self.settings, self.environ)
+                self._celery = CeleryExecutor(self.settings, self.environ)
+            return self._celery
         return self.background.executor(parallel)
 
     def start_reaper(self) -> None:
