@@ -16,7 +16,7 @@ from .. import __version__
 from ..controldb.store import Store
 from ..settings import Settings
 from . import dashboard, problems, routes_audits, routes_ops, routes_rollouts, routes_tenants
-from .auth import Authenticator
+from .auth import AuthenticateFirst, Authenticator
 from .background import Background
 from .events import Feeds
 from .service import Service
@@ -55,6 +55,7 @@ def create_app(settings: Settings, environ: Mapping[str, str]) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    app.add_middleware(AuthenticateFirst)
     for module in (routes_ops, routes_tenants, routes_rollouts, routes_audits):
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -120,3 +120,28 @@ def forbidden(principal: Principal, role: str) -> ApiError:
     return ApiError(
         403, "Forbidden", f"token {principal.name!r} is {principal.role}; this needs {role} or above"
     )
+
+
+class AuthenticateFirst:
+    """ASGI middleware: an API request's caller is known before its body is read, so that a caller
+    without a valid token gets 401 (or 403 for a forged dashboard change) even when the body is not JSON,
+    which FastAPI would otherwise refuse first (422). Roles are still checked by each route."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(GUARDED):
+            from .problems import problem
+
+            service = scope["app"].state.service
+            try:
+                service.auth.principal(Request(scope))
+            except ApiError as exc:
+                response = problem(exc.status, exc.title, exc.detail, exc.title, exc.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+GUARDED = ("/api/", "/openapi.json")
