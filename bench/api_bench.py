@@ -22,16 +22,14 @@ import argparse
 import asyncio
 import hashlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 import psycopg
 
 from bench.common import (
@@ -49,18 +47,13 @@ from bench.common import (
 from orchestrator.controldb.store import Store
 from orchestrator.models import Command, Tenant
 from orchestrator.planning import Plan
+from tests.support.serve import CHROMIUM, CHROMIUM_ARGS, ServeProcess
 
 TOKEN = "bench-viewer-token"
 TOKENS = (
     f'[{{"name": "bench", "role": "operator", "sha256": "{hashlib.sha256(TOKEN.encode()).hexdigest()}"}}]'
 )
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _seed(control: str, tenants: int, running: bool) -> int:
@@ -100,47 +93,25 @@ async def _seed(control: str, tenants: int, running: bool) -> int:
     return rollout_id
 
 
-class Server:
-    """``tenantctl serve`` in a subprocess of its own process group."""
-
-    def __init__(self, control: str, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TENANTCTL_")}
-        environ.update(
-            TENANTCTL_DATABASE_URL=control,
-            TENANTCTL_ALEMBIC_CONFIG=str(ALEMBIC_INI),
-            TENANTCTL_SECRET_KEY="bench-secret-key-bench-secret-key",
-            TENANTCTL_API_TOKENS=TOKENS,
-            TENANTCTL_POLL_INTERVAL="0.5",
-            TENANTCTL_REAP_INTERVAL="3600",
-            **env,
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "serve", "--port", str(self.port)],
-            env=environ,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("tenantctl serve did not become ready within 60 s")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+def start_server(control: str, **env: str) -> ServeProcess:
+    """``tenantctl serve`` on the control DB ``control`` with the bench's token, ready to answer."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TENANTCTL_")}
+    environ.update(
+        TENANTCTL_DATABASE_URL=control,
+        TENANTCTL_ALEMBIC_CONFIG=str(ALEMBIC_INI),
+        TENANTCTL_SECRET_KEY="bench-secret-key-bench-secret-key",
+        TENANTCTL_API_TOKENS=TOKENS,
+        TENANTCTL_POLL_INTERVAL="0.5",
+        TENANTCTL_REAP_INTERVAL="3600",
+        **env,
+    )
+    server = ServeProcess(environ, ROOT, Path(tempfile.mkstemp(prefix="tctl-bench-serve-", suffix=".log")[1]))
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def _latencies(client: httpx.Client, path: str, n: int) -> dict[str, float]:
@@ -162,7 +133,7 @@ def _latencies(client: httpx.Client, path: str, n: int) -> dict[str, float]:
 def phase_reads(control: str, rollout_id: int, requests: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, env in (("cached", {}), ("uncached", {"TENANTCTL_METRICS_CACHE_SECONDS": "0"})):
-        server = Server(control, **env)
+        server = start_server(control, **env)
         try:
             with httpx.Client(base_url=server.url, timeout=60) as client:
                 if label == "cached":
@@ -181,22 +152,11 @@ def phase_reads(control: str, rollout_id: int, requests: int) -> dict[str, Any]:
 def phase_browser(control: str, rollout_id: int, renders: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
-    server = Server(control)
+    server = start_server(control)
     times = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    "--disable-quic",
-                ],
-            )
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.goto(f"{server.url}/login")
             page.fill("input[name=token]", TOKEN)
@@ -278,7 +238,7 @@ async def _watch(url: str, rollout_id: int, clients: int, seconds: float) -> int
 
 
 def phase_sse(control: str, rollout_id: int, clients: int, seconds: float, step: int) -> dict[str, Any]:
-    server = Server(control)
+    server = start_server(control)
     progress = Progress(control, rollout_id, step)
     progress.start()
     out: dict[str, Any] = {}

@@ -125,7 +125,8 @@ def forbidden(principal: Principal, role: str) -> ApiError:
 class AuthenticateFirst:
     """ASGI middleware: an API request's caller is known before its body is read, so that a caller
     without a valid token gets 401 (or 403 for a forged dashboard change) even when the body is not JSON,
-    which FastAPI would otherwise refuse first (422). Roles are still checked by each route."""
+    which FastAPI would otherwise refuse first (422). The caller is kept in ``request.state`` for the
+    routes, which check its role."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -134,9 +135,9 @@ class AuthenticateFirst:
         if scope["type"] == "http" and scope["path"].startswith(GUARDED):
             from .problems import problem
 
-            service = scope["app"].state.service
+            request = Request(scope)
             try:
-                service.auth.principal(Request(scope))
+                request.state.principal = scope["app"].state.service.auth.principal(request)
             except ApiError as exc:
                 response = problem(exc.status, exc.title, exc.detail, exc.title, exc.headers)
                 await response(scope, receive, send)

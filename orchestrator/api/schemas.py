@@ -141,8 +141,8 @@ class TenantRow(BaseModel):
     traceback: str | None = None
 
 
-class RolloutReport(BaseModel):
-    """``tenantctl status ID --json``, exactly."""
+class RolloutSummary(BaseModel):
+    """One rollout of ``tenantctl rollouts --json``."""
 
     id: int
     command: str
@@ -151,24 +151,17 @@ class RolloutReport(BaseModel):
     created_by: str
     created_at: str
     finished_at: str | None
+    halt_reason: str | None
+    counts: dict[str, int]
+
+
+class RolloutReport(RolloutSummary):
+    """``tenantctl status ID --json``, exactly: the summary's fields and the rollout's tenants."""
+
     selection: dict[str, Any]
     policy: dict[str, Any]
-    halt_reason: str | None
-    counts: dict[str, int]
     tenants: list[TenantRow]
     page: dict[str, int] | None = Field(default=None, description="Only when ?limit= pages the tenants.")
-
-
-class RolloutSummary(BaseModel):
-    id: int
-    command: str
-    target: str
-    state: str
-    created_by: str
-    created_at: str
-    finished_at: str | None
-    halt_reason: str | None
-    counts: dict[str, int]
 
 
 class RolloutPage(BaseModel):

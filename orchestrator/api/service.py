@@ -86,7 +86,8 @@ def require(role: str) -> Callable[..., Principal]:
     """A dependency: the authenticated caller, who must hold ``role`` or above (401 / 403)."""
 
     def check(request: Request, svc: Annotated[Service, Depends(service)]) -> Principal:
-        principal = svc.auth.principal(request)
+        # the middleware authenticated API paths already (AuthenticateFirst); /metrics is not among them
+        principal: Principal = getattr(request.state, "principal", None) or svc.auth.principal(request)
         if not principal.may(role):
             raise forbidden(principal, role)
         request.state.principal = principal

@@ -4,10 +4,6 @@ nothing stuck once it is back, and with a broker the rollouts it starts run on t
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,34 +14,19 @@ import pytest
 from tests.conftest import FIXTURE_ENVS
 from tests.integration.test_api import api_tokens, bearer, rows
 from tests.support.harness import Harness, tenant_revision
-from tests.support.servers import answers, free_port
+from tests.support.serve import ServeProcess
 from tests.support.workers import WorkerProcess, wait_for
 
 SLOW = FIXTURE_ENVS / "slow" / "alembic.ini"
 
 
-class Server:
-    """``python -m orchestrator serve`` in its own process group (its pool's children with it)."""
+class Server(ServeProcess):
+    """``tenantctl serve`` with the tests' tokens, and a client that calls it as a role."""
 
     def __init__(self, h: Harness, log: Path, **env: str) -> None:
-        self.port = free_port()
-        self._log = log.open("ab")
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=h.workdir,
-            env=h.env(TENANTCTL_API_TOKENS=json.dumps(api_tokens()), **env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.http = httpx2.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-
-        def up() -> bool:
-            assert self.proc.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"
-            return answers("127.0.0.1", self.port) and self.http.get("/readyz").status_code == 200
-
-        wait_for(up, 60, "the server to be ready", interval=0.1)
+        super().__init__(h.env(TENANTCTL_API_TOKENS=json.dumps(api_tokens()), **env), h.workdir, log)
+        self.http = httpx2.Client(base_url=self.url, timeout=30)
+        self.wait_ready()
 
     def call(self, method: str, path: str, role: str = "viewer", **kwargs: Any) -> Any:
         return self.http.request(method, path, headers=bearer(role), **kwargs)
@@ -64,23 +45,12 @@ class Server:
         return wait_for(done, timeout, f"rollout {rollout_id} to close", interval=0.2)  # type: ignore[return-value]
 
     def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-        self._close()
+        super().kill()
+        self.http.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._close()
-
-    def _close(self) -> None:
+        super().stop()
         self.http.close()
-        self._log.close()
 
 
 @pytest.fixture

@@ -10,10 +10,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,17 +20,8 @@ import pytest
 
 from tests.conftest import FIXTURE_ENVS, ROOT
 from tests.support.harness import Harness
+from tests.support.serve import CHROMIUM, CHROMIUM_ARGS, ServeProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 ROLES = ("viewer", "operator", "deployer")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
@@ -47,69 +34,29 @@ def artifacts() -> Path:
     return where
 
 
-class Server:
-    """``tenantctl serve`` in a subprocess on a free port, its output in a log file."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = workdir / "serve.log"
-        with self.log.open("wb") as out:  # the child holds its own descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=workdir,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, deadline_s: float = 30) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"tenantctl serve exited:\n{self.log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"tenantctl serve not ready in {deadline_s}s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
 def tokens() -> dict[str, str]:
     return {role: secrets.token_urlsafe(18) for role in ROLES}
 
 
 @pytest.fixture
-def serve(harness: Harness, tokens: dict[str, str]) -> Iterator[Callable[..., Server]]:
+def serve(harness: Harness, tokens: dict[str, str]) -> Iterator[Callable[..., ServeProcess]]:
     """``serve(**env)`` starts the server with the harness as the test has set it up (its Alembic
     scripts), and these variables."""
     configured = [
         {"name": f"{role}-1", "role": role, "sha256": hashlib.sha256(t.encode()).hexdigest()}
         for role, t in tokens.items()
     ]
-    started: list[Server] = []
+    started: list[ServeProcess] = []
 
-    def start(**extra: str) -> Server:
+    def start(**extra: str) -> ServeProcess:
         env = harness.env(
             TENANTCTL_API_TOKENS=json.dumps(configured),
             TENANTCTL_POLL_INTERVAL="0.2",
             TENANTCTL_PARALLELISM="3",
             **extra,
         )
-        started.append(Server(env, harness.workdir))
+        started.append(ServeProcess(env, harness.workdir, harness.workdir / f"serve-{len(started)}.log"))
         started[-1].wait_ready()
         return started[-1]
 
@@ -165,7 +112,7 @@ def _count(page: Any, status: str) -> str:
 def test_watch_a_rollout_open_the_failure_and_retry_it_from_the_browser(
     harness: Harness,
     tenant_dbs: Callable[[int], list[str]],
-    serve: Callable[..., Server],
+    serve: Callable[..., ServeProcess],
     tokens: dict[str, str],
 ) -> None:
     from playwright.sync_api import sync_playwright
@@ -305,7 +252,7 @@ def test_watch_a_rollout_open_the_failure_and_retry_it_from_the_browser(
 
 
 @pytest.mark.timeout(60)
-def test_the_login_page_says_when_the_server_cannot_sign_sessions(serve: Callable[..., Server]) -> None:
+def test_the_login_page_says_when_the_server_cannot_sign_sessions(serve: Callable[..., ServeProcess]) -> None:
     server = serve(TENANTCTL_SECRET_KEY="")
     with urllib.request.urlopen(f"{server.url}/login", timeout=5) as response:
         page = response.read().decode()
