@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections import deque
@@ -39,11 +40,13 @@ Wait = Callable[[float], Awaitable[object]]
 
 _settings: Settings | None = None
 _environ: Mapping[str, str] = {}
+_parent: int | None = None  # the coordinator's pid, as the child first saw it
 
 
 def _child_init(settings: Settings, environ: Mapping[str, str], cli_logs: bool | None = None) -> None:
     """``cli_logs``: the parent's ``logs.configured()``; a spawned child starts with no logging set up."""
-    global _settings, _environ
+    global _settings, _environ, _parent
+    _parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if cli_logs is not None:
@@ -66,6 +69,10 @@ def _child_carry(rollout_id: int, run_id: int, attempt: int) -> str:
 
     carried = 0
     while chain:
+        if os.getppid() != _parent:
+            # the coordinator died: finish nothing new; the reaper halts what is left from its lease
+            log.warning("the coordinator is gone: %d reserved run(s) left to the reaper", len(chain))
+            break
         rollout, run, attempt_ = chain.popleft()
         lifecycle.carry(rt, _settings, _environ, rollout_id=rollout, run_id=run, attempt=attempt_, send=keep)
         carried += 1
