@@ -381,24 +381,26 @@ async def status(
     tracebacks: bool = False,
     failed: bool = False,
     error_class: ErrorClass | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """The rollout as ``status --json`` prints it (and ``GET /api/v1/rollouts/{id}`` returns): a contract
     users' scripts read. ``counts`` are of each tenant's latest attempt; with ``attempts`` the
     ``tenants`` list holds every attempt; with ``tracebacks`` each tenant also gets ``traceback``, the one
     stored for that attempt (scrubbed of passwords, None when it did not fail). ``failed`` or
-    ``error_class`` keep only the failed rows (of that class); ``counts`` stay the whole rollout's."""
+    ``error_class`` keep only the failed rows (of that class); ``counts`` stay the whole rollout's.
+    ``limit``/``offset`` page the ``tenants`` list in SQL, and ``page`` says where."""
     ro = await store.get_rollout(rollout_id)
-    latest = await store.rollout_runs(ro.id)
-    runs = await store.rollout_attempts(ro.id) if attempts else latest
-    if failed or error_class is not None:
-        runs = [
-            r
-            for r in runs
-            if r.status is RunStatus.FAILED and (error_class is None or r.error_class is error_class)
-        ]
+    runs, total = await store.rollout_rows(
+        ro.id, attempts=attempts, failed=failed, error_class=error_class, limit=limit, offset=offset
+    )
     counts = {s.value: 0 for s in RunStatus}
-    for run in latest:
-        counts[run.status.value] += 1
+    if limit is None and not (attempts or failed or error_class is not None):
+        for run in runs:  # the rows are the latest attempts already: no second read
+            counts[run.status.value] += 1
+    else:
+        counts |= {status.value: n for status, n in (await store.rollout_counts(ro.id)).items()}
+    page = {} if limit is None else {"page": {"total": total, "limit": limit, "offset": offset}}
     return {
         "id": ro.id,
         "command": ro.command.value,
@@ -431,7 +433,7 @@ async def status(
             | ({"traceback": r.traceback} if tracebacks else {})
             for r in runs
         ],
-    }
+    } | page
 
 
 _NOTED = (RunStatus.SKIPPED, RunStatus.HALTED, RunStatus.CANCELLED)

@@ -160,11 +160,9 @@ async def get_rollout(
         tracebacks=tracebacks,
         failed=failed,
         error_class=error_class,
+        limit=limit,
+        offset=offset if limit is not None else 0,
     )
-    if limit is not None:
-        total = len(report["tenants"])
-        report["tenants"] = report["tenants"][offset : offset + limit]
-        report["page"] = {"total": total, "limit": limit, "offset": offset}
     return JSONResponse(report)
 
 

@@ -671,6 +671,38 @@ class RunStore(StoreBase):
             rows = (await conn.execute(query)).all()
         return [self._run(r) for r in rows]
 
+    async def rollout_rows(
+        self,
+        rollout_id: int,
+        *,
+        attempts: bool = False,
+        failed: bool = False,
+        error_class: ErrorClass | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[TenantRun], int]:
+        """A page of a rollout's runs by tenant (then attempt) and how many match: each tenant's latest
+        attempt, or every attempt; ``failed``/``error_class`` keep the failed ones (of that class). Paged
+        in SQL, so the first page of a 10,000-tenant rollout reads 50 rows, not 10,000. Without ``limit``
+        every matching row is read and ``offset`` is not allowed."""
+        if limit is None and offset:
+            raise ValueError("offset without limit")
+        source = tenant_runs if attempts else self._latest_runs(rollout_id)
+        where: list[sa.ColumnElement[bool]] = [source.c.rollout_id == rollout_id]
+        if failed or error_class is not None:
+            where.append(source.c.status == RunStatus.FAILED.value)
+        if error_class is not None:
+            where.append(source.c.error_class == error_class.value)
+        query = sa.select(source).where(*where).order_by(source.c.tenant_id, source.c.attempt)
+        async with self._tx() as conn:
+            if limit is None:  # every matching row: no count needed
+                rows = (await conn.execute(query)).all()
+                return [self._run(r) for r in rows], len(rows)
+            count = sa.select(sa.func.count()).select_from(source).where(*where)
+            total = (await conn.execute(count)).scalar()
+            rows = (await conn.execute(query.limit(limit).offset(offset))).all()
+        return [self._run(r) for r in rows], int(total or 0)
+
     async def wave_statuses(self, rollout_id: int) -> list[tuple[int, RunStatus]]:
         """(wave, status) of each tenant's latest attempt: what the policy decides on."""
         latest = self._latest_runs(rollout_id)

@@ -80,6 +80,7 @@ tenant_runs = sa.Table(
     sa.Index(None, "tenant_id", "id"),
     sa.Index(None, "status", "lease_expires_at"),
     sa.Index(None, "status", "dispatched_at"),
+    sa.Index(None, "rollout_id", "finished_at"),  # runs finished since a poll (the event feed)
     sa.Index(
         "uq_tenant_runs_active",
         "tenant_id",

@@ -561,6 +561,13 @@ def test_an_http_rollout_leaves_the_rows_and_json_of_a_cli_rollout(
             status = h.cli("status", str(rollout_id), "--json")
             assert status.returncode == 0, status.stderr
             assert over_http.json() == json.loads(status.stdout)
+        whole = json.loads(status.stdout)
+        paged = client.get(f"/api/v1/rollouts/{cli_id}?limit=1&offset=1", headers=bearer("viewer")).json()
+        assert paged["tenants"] == whole["tenants"][1:2] and paged["counts"] == whole["counts"]
+        assert paged["page"] == {"total": 2, "limit": 1, "offset": 1}
+        failed = client.get(f"/api/v1/rollouts/{cli_id}?limit=5&failed=1", headers=bearer("viewer")).json()
+        assert failed["tenants"] == [] and failed["page"]["total"] == 0
+        assert failed["counts"] == whole["counts"]
     assert by_http["state"] == "succeeded", by_http
 
     def runs(rollout_id: int, prefix: str) -> list[tuple[Any, ...]]:
