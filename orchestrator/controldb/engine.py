@@ -198,8 +198,13 @@ class StoreBase:
                 sync, opts={"version_table": VERSION_TABLE}
             ).get_current_revision()
 
-        async with self._tx() as conn:
-            rev = await conn.run_sync(current)
+        database = self._engine.url.database or ""
+        on_disk = database and database != ":memory:" and not database.startswith("file:")
+        if self._engine.dialect.name == "sqlite" and on_disk and not Path(database).exists():
+            rev = None  # connecting would leave an empty file behind a command that only reads
+        else:
+            async with self._tx() as conn:
+                rev = await conn.run_sync(current)
         if rev is not None and rev != head and rev not in {s.revision for s in script.walk_revisions()}:
             raise ControlDBError(
                 f"control database {self._display} is at {rev}, newer than this tenantctl (its newest is "
