@@ -10,7 +10,7 @@ import typer
 
 from .. import scripts
 from ..secrets import mask_text
-from . import check, rollouts, service
+from . import check, prune, rollouts, service
 from .audit import app as audit_app
 from .common import (
     err,
@@ -35,6 +35,7 @@ app.registered_commands += (
     rollouts.commands.registered_commands
     + service.commands.registered_commands
     + check.commands.registered_commands
+    + prune.commands.registered_commands
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .audits import AuditStore
 from .engine import MIGRATIONS, VERSION_TABLE, ImportCounts, async_url, utcnow
 from .metrics import MetricsStore
+from .prune import PruneStore
 from .runs import DISPATCH_LOCK, KNOWN_RUNS, TERMINAL, RunStore
 from .service import Seen, ServiceStore
 from .tenants import TenantStore
@@ -28,5 +29,5 @@ __all__ = [
 ]
 
 
-class Store(TenantStore, ServiceStore, RunStore, AuditStore, MetricsStore):
+class Store(TenantStore, ServiceStore, RunStore, AuditStore, MetricsStore, PruneStore):
     """The control database. Use as ``async with Store(url) as store``."""
