@@ -2,15 +2,18 @@
 concurrency, connect and statement timeouts), never creating a version table or taking a write lock.
 
 This is what makes a no-op rollout cheap: tenants already at the target are found here and never get a
-task.
+task. Schema-per-tenant tenants that share a database are read together over one connection: a catalog
+query finds which of their version tables exist, then ``UNION ALL`` queries read them in batches, so ten
+thousand schemas cost a few hundred queries on ten connections, not ten thousand backends started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -156,10 +159,14 @@ def _connect_args(url: str, timeout: float, server_settings: dict[str, str]) -> 
     return {"timeout": timeout, "command_timeout": timeout, **params, "server_settings": settings}
 
 
+READ_ONLY = {"default_transaction_read_only": "on"}
+
+
 async def _read_pg(probe: Probe, version_table: str, timeout: float) -> RevisionRead:
-    table = (quote_ident(probe.schema) + "." if probe.schema else "") + quote_ident(version_table)
+    """One tenant over a connection of its own: database-per-tenant tenants, and a schema alone on its
+    database."""
     try:
-        args = _connect_args(probe.url, timeout, {"default_transaction_read_only": "on"})
+        args = _connect_args(probe.url, timeout, READ_ONLY)
     except ConfigurationError as exc:
         return RevisionRead(
             tenant_id=probe.tenant_id, error_class=ErrorClass.INVALID_CONFIG, error=exc.message
@@ -170,15 +177,94 @@ async def _read_pg(probe: Probe, version_table: str, timeout: float) -> Revision
         return _unreachable(probe, exc)
     try:
         # one query, no existence check first: half the round trips of a no-op rollout's reads
-        rows = await conn.fetch(f"SELECT version_num FROM {table}")
+        return await _select_versions(conn, probe, version_table)
+    finally:
+        await conn.close(timeout=timeout)
+
+
+def _table(schema: str | None, version_table: str) -> str:
+    return (quote_ident(schema) + "." if schema else "") + quote_ident(version_table)
+
+
+async def _select_versions(conn: Any, probe: Probe, version_table: str) -> RevisionRead:
+    try:
+        rows = await conn.fetch(f"SELECT version_num FROM {_table(probe.schema, version_table)}")
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
         return RevisionRead(tenant_id=probe.tenant_id)  # no version table (or no schema): at base
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         return _unreachable(probe, exc)
-    finally:
-        await conn.close(timeout=timeout)
     heads = tuple(sorted(r[0] for r in rows))
     return RevisionRead(tenant_id=probe.tenant_id, heads=heads, version_table=True)
+
+
+# version tables named in one UNION ALL query. 25 to 200 measured alike: about 0.1 ms of backend CPU per
+# table, mostly opening it and its index in a fresh backend; 1,000 cost three times as much (planning)
+BATCH = 100
+# the schemas of a group (of those asked for) that hold a relation named like the version table; the
+# catalog needs no privilege on the schemas, unlike to_regclass, so one unusable schema fails only its
+# own tenant (in its batch's fallback), not the whole database
+_EXISTING = """
+SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = $1 AND n.nspname = ANY($2::text[])
+"""
+
+
+async def _read_group(probes: Sequence[Probe], version_table: str, timeout: float) -> list[RevisionRead]:
+    """Schema tenants of one database over one connection. Each gets what ``_read_pg`` would give it: a
+    schema or version table that does not exist reads as base; when the database cannot be reached (or
+    the connection fails part-way), every tenant not yet read gets that error, masked.
+
+    Each statement has the per-tenant read's timeout. A lock wait ends at half of it (``lock_timeout``),
+    so that one version table held by someone's DDL fails its batch as a statement, not by the timeout
+    that would end the session: the batch is then read table by table and only that tenant fails."""
+    settings = {**READ_ONLY, "lock_timeout": f"{max(1, int(timeout * 500))}ms"}
+    args = _connect_args(probes[0].url, timeout, settings)  # the grouping checked that it can be built
+    args["statement_cache_size"] = 0  # every batch's query is new: a cached plan would only hold memory
+    batches = [probes[i : i + BATCH] for i in range(0, len(probes), BATCH)]
+    reads: list[RevisionRead] = []  # in the probes' order, as far as read
+    try:
+        # a scope, as read_one's, over the connect; then each statement has its command_timeout
+        async with asyncio.timeout(max(float(args["timeout"]), timeout) + timeout):
+            conn = await asyncpg.connect(**args)
+        try:
+            found = await conn.fetch(_EXISTING, version_table, list({p.schema for p in probes}))
+            existing = {r[0] for r in found}
+            for batch in batches:
+                reads.extend(await _read_batch(conn, batch, existing, version_table))
+        finally:
+            await conn.close(timeout=timeout)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        failed = _unreachable(probes[0], exc)
+        return reads + [replace(failed, tenant_id=p.tenant_id) for p in probes[len(reads) :]]
+    return reads
+
+
+async def _read_batch(
+    conn: Any, batch: Sequence[Probe], existing: set[str | None], version_table: str
+) -> list[RevisionRead]:
+    """One ``UNION ALL`` over the batch's version tables that exist. Should it fail as a statement (a
+    table without privilege or without ``version_num``, one dropped since the catalog query), each table
+    is read alone on the same connection, so only its tenant gets the error ``_read_pg`` would give."""
+    named = [i for i, p in enumerate(batch) if p.schema in existing]
+    heads: dict[int, list[str]] = {i: [] for i in named}
+    if named:
+        query = " UNION ALL ".join(
+            f"SELECT {i} AS i, version_num FROM {_table(batch[i].schema, version_table)}" for i in named
+        )
+        try:
+            rows = await conn.fetch(query)
+        except asyncpg.PostgresError:
+            if conn.is_closed():
+                raise
+            return [await _select_versions(conn, p, version_table) for p in batch]
+        for i, version in rows:
+            heads[i].append(version)
+    return [
+        RevisionRead(tenant_id=p.tenant_id, heads=tuple(sorted(heads[i])), version_table=True)
+        if i in heads
+        else RevisionRead(tenant_id=p.tenant_id)
+        for i, p in enumerate(batch)
+    ]
 
 
 def _read_sqlite(probe: Probe, version_table: str, timeout: float) -> RevisionRead:
@@ -227,18 +313,52 @@ async def read_one(probe: Probe, version_table: str, timeout: float) -> Revision
         return _unreachable(probe, exc)
 
 
+def _group(probes: Sequence[Probe]) -> tuple[list[list[Probe]], list[Probe]]:
+    """Schema tenants by the database they share (the same connection arguments: server, database,
+    credentials, options), and the probes read one by one: database-per-tenant, SQLite, a URL whose
+    options cannot be honoured (``_read_pg`` reports it), and a schema alone on its database."""
+    keys: dict[str, str | None] = {}  # per distinct URL: most tenants of a database share the string
+    groups: dict[str, list[Probe]] = {}
+    singles: list[Probe] = []
+    for probe in probes:
+        if probe.schema is None or probe.url.startswith("sqlite"):
+            singles.append(probe)
+            continue
+        if probe.url not in keys:
+            try:
+                keys[probe.url] = json.dumps(asyncpg_params(probe.url), sort_keys=True, default=str)
+            except ConfigurationError:
+                keys[probe.url] = None
+        key = keys[probe.url]
+        if key is None:
+            singles.append(probe)
+        else:
+            groups.setdefault(key, []).append(probe)
+    for key, members in list(groups.items()):
+        if len(members) == 1:  # one round trip alone, two in a group
+            singles.extend(groups.pop(key))
+    return sorted(groups.values(), key=len, reverse=True), singles
+
+
 async def read_all(
     probes: Sequence[Probe], *, version_table: str, concurrency: int, timeout: float
 ) -> dict[str, RevisionRead]:
-    """Every probe's revision, ``concurrency`` connections at a time."""
+    """Every probe's revision, over at most ``concurrency`` connections at a time: one per database for
+    the schema tenants sharing it, one per tenant otherwise. The largest groups start first."""
     gate = asyncio.Semaphore(concurrency)
+    groups, singles = _group(probes)
 
-    async def bounded(probe: Probe) -> RevisionRead:
+    async def group(members: Sequence[Probe]) -> list[RevisionRead]:
         async with gate:
-            return await read_one(probe, version_table, timeout)
+            return await _read_group(members, version_table, timeout)
 
-    results = await asyncio.gather(*(bounded(p) for p in probes))
-    return {r.tenant_id: r for r in results}
+    async def single(probe: Probe) -> list[RevisionRead]:
+        async with gate:
+            return [await read_one(probe, version_table, timeout)]
+
+    results = await asyncio.gather(*(group(g) for g in groups), *(single(p) for p in singles))
+    by_id = {r.tenant_id: r for reads in results for r in reads}
+    return {p.tenant_id: by_id[p.tenant_id] for p in probes}
 
 
 @dataclass(frozen=True, kw_only=True)
