@@ -6,6 +6,7 @@ flight on one database server, across every rollout: many tenants share one Post
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,8 +25,10 @@ class Dispatch:
     db_host: str = ""
 
 
+@functools.lru_cache(maxsize=16384)
 def db_host(url: str) -> str:
-    """The server a tenant lives on, for the per-host cap: ``host:port``, or the file for SQLite."""
+    """The server a tenant lives on, for the per-host cap: ``host:port``, or the file for SQLite.
+    Cached: schema tenants share their URL, and parsing one costs 30 µs (10,000 tenants: 0.3 s)."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):

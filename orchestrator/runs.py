@@ -186,7 +186,7 @@ async def follow(
     meanwhile); past that, ControlDBError ends the follow (the rollout itself goes on without it)."""
     rollout = await store.get_rollout(rollout_id)
     # every attempt at rest now, earlier ones included: a retry's follow must not report them again
-    seen = {r.id for r in await store.rollout_attempts(rollout_id) if r.status.terminal}
+    seen = await store.terminal_run_ids(rollout_id)
     since = rollout.created_at - timedelta(seconds=1)
     started, already = time.monotonic(), len(seen)
     down_since: float | None = None
@@ -194,13 +194,12 @@ async def follow(
         try:
             # counts first: when they say nothing is left, the read after them holds every last result
             counts = await store.rollout_counts(rollout_id)
-            for run in await store.runs_finished_since(rollout_id, since):
+            for run in await store.endings_since(rollout_id, since):
                 if run.id not in seen:
                     seen.add(run.id)
                     observer.finished(run.tenant_id, run.status, run.error_message)
-                if run.finished_at is not None:
-                    # workers' clocks may differ slightly: look back a little, dedupe by id
-                    since = max(since, run.finished_at - timedelta(seconds=5))
+                # workers' clocks may differ slightly: look back a little, dedupe by id
+                since = max(since, run.finished_at - timedelta(seconds=5))
             left = counts.get(RunStatus.QUEUED, 0) + counts.get(RunStatus.RUNNING, 0)
             if not left:
                 return

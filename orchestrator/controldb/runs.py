@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -35,6 +35,18 @@ from .tenants import tenant_from_row
 DISPATCH_LOCK = 0x7E7A_C7_1D  # pg_advisory_xact_lock key serialising dispatchers
 KNOWN_RUNS = 200_000  # how far back planning looks for where tenantctl last saw a tenant
 TERMINAL = [s.value for s in RunStatus if s.terminal]
+
+
+class RunEnding(NamedTuple):
+    """A run that came to rest: what following a rollout reports."""
+
+    id: int
+    tenant_id: str
+    status: RunStatus
+    error_message: str | None
+    finished_at: datetime
+
+
 ATTEMPT_UNIQUE = "uq_tenant_runs_rollout_id_tenant_id_attempt"
 RACED = "another retry or resume of it started at the same moment; nothing was done here"
 
@@ -577,6 +589,39 @@ class RunStore(StoreBase):
                 )
             ).all()
         return [self._run(r) for r in rows]
+
+    async def terminal_run_ids(self, rollout_id: int) -> set[int]:
+        """The ids of a rollout's attempts at rest: what a follow has nothing left to report about."""
+        query = sa.select(tenant_runs.c.id).where(
+            tenant_runs.c.rollout_id == rollout_id, tenant_runs.c.status.in_(TERMINAL)
+        )
+        async with self._tx() as conn:
+            return {int(i) for i in (await conn.execute(query)).scalars()}
+
+    async def endings_since(self, rollout_id: int, since: datetime) -> list[RunEnding]:
+        """What ``runs_finished_since`` finds, in the five columns a progress display reads: a follow
+        reads it every poll, and building whole runs of a 10,000-tenant no-op cost a third of a second."""
+        query = (
+            sa.select(
+                tenant_runs.c.id,
+                tenant_runs.c.tenant_id,
+                tenant_runs.c.status,
+                tenant_runs.c.error_message,
+                tenant_runs.c.finished_at,
+            )
+            .where(
+                tenant_runs.c.rollout_id == rollout_id,
+                tenant_runs.c.finished_at >= since,
+                tenant_runs.c.status.in_(TERMINAL),
+            )
+            .order_by(tenant_runs.c.finished_at)
+        )
+        async with self._tx() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            RunEnding(int(i), str(t), RunStatus(st), message, _aware(at) or utcnow())
+            for i, t, st, message, at in rows
+        ]
 
     @staticmethod
     def _rollout(row: sa.Row[Any]) -> Rollout:

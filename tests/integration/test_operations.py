@@ -123,9 +123,22 @@ def test_lock_timeout_is_retried_with_backoff_without_blocking_traffic(
                 latencies.append(time.monotonic() - t0)
                 time.sleep(0.05)
 
+    def release_once_blocked() -> None:
+        """Let go once the migration's ALTER has been seen (it waits on the lock, then times out), not
+        after a fixed delay: on a loaded machine the CLI may reach the migration only after it."""
+        with psycopg.connect(url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query ILIKE 'ALTER TABLE accounts ADD COLUMN email%'"
+            ).fetchone():
+                time.sleep(0.02)
+        time.sleep(1.0)  # past the 0.3 s lock timeout: the first try has failed
+        holder.rollback()
+
     reader = threading.Thread(target=traffic)
     reader.start()
-    releaser = threading.Timer(2.5, holder.rollback)
+    releaser = threading.Thread(target=release_once_blocked)
     releaser.start()
     try:
         result = harness.cli(
