@@ -4,29 +4,47 @@ URL a unit of work connects with."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-from sqlalchemy.engine import make_url
 
 from . import validation
 from .controldb.store import ImportCounts, Store
 from .models import Tenant, TenantSpec
-from .secrets import SecretBox, mask_url, resolve_url, split_password
+from .secrets import SecretBox, mask_url, resolve_url, split_password, with_masked_password
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Checked:
+    """A validated spec, its URL without a clear password, and that password: what both the diff and the
+    stored tenant need, so each spec's URL is parsed once."""
+
+    spec: TenantSpec
+    url: str
+    password: str | None = field(repr=False)
+
+
+def _checked(spec: TenantSpec) -> _Checked:
+    spec, parsed = validation.checked(spec)
+    url, password = split_password(spec.url, parsed)
+    return _Checked(spec=spec, url=url, password=password)
 
 
 def to_tenant(spec: TenantSpec, box: SecretBox, by: str | None = None) -> Tenant:
     """Validate a spec and encrypt its clear password, if any; ``by`` is who creates or changes it."""
-    spec = validation.spec(spec)
-    url, password = split_password(spec.url)
+    return _tenant(_checked(spec), box, by)
+
+
+def _tenant(c: _Checked, box: SecretBox, by: str | None) -> Tenant:
+    """Each password is encrypted on its own (Fernet: a fresh IV per token), so two tenants that share a
+    password never share a ciphertext that would tell."""
     return Tenant(
-        id=spec.id,
-        url=url,
-        password_token=box.encrypt(password) if password is not None else None,
-        schema=spec.schema,
-        tags=spec.tags,
-        group=spec.group,
-        enabled=spec.enabled,
+        id=c.spec.id,
+        url=c.url,
+        password_token=box.encrypt(c.password) if c.password is not None else None,
+        schema=c.spec.schema,
+        tags=c.spec.tags,
+        group=c.spec.group,
+        enabled=c.spec.enabled,
         updated_by=by,
     )
 
@@ -40,7 +58,7 @@ def connection_url(tenant: Tenant, box: SecretBox, environ: Mapping[str, str]) -
 def display_url(tenant: Tenant) -> str:
     """The URL for people: a stored password shows as ``***``."""
     if tenant.password_token:
-        return make_url(tenant.url).set(password="hidden").render_as_string(hide_password=True)
+        return with_masked_password(tenant.url)
     return mask_url(tenant.url)
 
 
@@ -51,12 +69,28 @@ def changed_fields(spec: TenantSpec, current: Tenant, box: SecretBox) -> tuple[s
     """The fields (of ``FIELDS``) a spec would change on a stored tenant. Passwords are compared in clear,
     so an unchanged one is not a change even though each encryption differs; a changed one is named
     ``password``, never shown."""
-    spec = validation.spec(spec)
-    url, password = split_password(spec.url)
+    return _changes(_checked(spec), current, box)
+
+
+def _changes(c: _Checked, current: Tenant, box: SecretBox) -> tuple[str, ...]:
     stored = box.decrypt(current.password_token) if current.password_token else None
-    new = (url, password, spec.schema, spec.tags, spec.group, spec.enabled)
+    new = (c.url, c.password, c.spec.schema, c.spec.tags, c.spec.group, c.spec.enabled)
     old = (current.url, stored, current.schema, current.tags, current.group, current.enabled)
-    return tuple(field for field, a, b in zip(FIELDS, new, old, strict=True) if a != b)
+    return tuple(name for name, a, b in zip(FIELDS, new, old, strict=True) if a != b)
+
+
+def _differs(c: _Checked, current: Tenant, box: SecretBox) -> bool:
+    """Whether a spec changes a stored tenant: :func:`changed_fields` without decrypting the stored
+    password of a tenant rewritten anyway (decryption is 30 µs a tenant)."""
+    if (c.url, c.spec.schema, c.spec.tags, c.spec.group, c.spec.enabled) != (
+        current.url,
+        current.schema,
+        current.tags,
+        current.group,
+        current.enabled,
+    ):
+        return True
+    return bool(_changes(c, current, box))
 
 
 async def add(store: Store, spec: TenantSpec, box: SecretBox, by: str | None = None) -> Tenant:
@@ -98,14 +132,13 @@ async def import_specs(
     updated: list[Tenant] = []
     unchanged = 0
     for spec in specs:
-        current = existing.get(spec.id)
-        if current is not None:
-            # an unchanged tenant is not written (its ciphertext kept), so re-imports are no-ops
-            if changed_fields(spec, current, box):
-                updated.append(to_tenant(spec, box, by))
-            else:
-                unchanged += 1
-        else:
-            created.append(to_tenant(spec, box, by))
+        checked = _checked(spec)
+        current = existing.get(checked.spec.id)
+        if current is None:
+            created.append(_tenant(checked, box, by))
+        elif _differs(checked, current, box):
+            updated.append(_tenant(checked, box, by))
+        else:  # an unchanged tenant is not written (its ciphertext kept), so re-imports are no-ops
+            unchanged += 1
     await store.write_tenants(created, updated)
     return ImportCounts(created=len(created), updated=len(updated), unchanged=unchanged)

@@ -18,6 +18,9 @@ MASK = "***"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # user:password@ inside any URL-looking text; the password part is replaced.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
+# driver://user@ as URL.render_as_string writes it: the user quoted (safe " +"), no password, and no
+# other @ before the path (SQLAlchemy would read "u@@h" as user "u@")
+_STORED_USER = re.compile(r"[A-Za-z0-9_+]+://[A-Za-z0-9_.~ +%-]*@(?=[^@/?]*(?:[/?]|$))")
 _KV_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*[=:]\s*['\"]?)(?P<pw>[^\s'\",;]+)")
 
 
@@ -34,6 +37,18 @@ def parse_url(raw: str) -> URL:
 def mask_url(raw: str) -> str:
     """The URL for display: a clear password becomes ``***``; ``${VAR}`` references are kept."""
     return mask_text(raw)
+
+
+def with_masked_password(stored: str) -> str:
+    """A stored URL whose password was taken out (and encrypted) with ``***`` where it was: what
+    ``make_url(stored).set(password=…).render_as_string()`` shows. Stored URLs are SQLAlchemy's own
+    rendering (:func:`split_password`), ``driver://user@…`` with the user quoted, so ``:***`` goes before
+    the first ``@``: 1 µs against 15 µs to parse and render, per tenant of a 10,000-tenant list. Any
+    other shape (no user, a hand-written row) is parsed and rendered."""
+    at = _STORED_USER.match(stored)
+    if at is not None:
+        return f"{stored[: at.end() - 1]}:{MASK}{stored[at.end() - 1 :]}"
+    return make_url(stored).set(password="hidden").render_as_string(hide_password=True)
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -74,12 +89,13 @@ class SecretBox:
             ) from exc
 
 
-def split_password(raw: str) -> tuple[str, str | None]:
-    """Split a URL into (URL without a clear password, the clear password or None).
+def split_password(raw: str, parsed: URL | None = None) -> tuple[str, str | None]:
+    """Split a URL into (URL without a clear password, the clear password or None). ``parsed``: ``raw``
+    already parsed by the caller (a 10,000-row import parsed each URL five times).
 
     A password written as ``${VAR}`` is a reference, not a secret: it stays in the URL.
     """
-    url = parse_url(raw)
+    url = parsed if parsed is not None else parse_url(raw)
     password = url.password
     if password is None or _ENV_REF.fullmatch(str(password)):
         return raw, None

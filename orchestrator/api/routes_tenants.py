@@ -55,19 +55,19 @@ async def list_tenants(
     offset: Offset = 0,
 ) -> JSONResponse:
     """Tenants in id order, passwords masked; with selectors, only the enabled ones they match."""
-    tenants = await svc.store.list_tenants()
     selector = Selector(
         tenants=tuple(tenant or ()), tags=tuple(tag or ()), group=group, exclude=tuple(exclude or ())
     )
-    if selector != Selector():
+    if selector == Selector():  # the page alone from the store, as `tenants list --limit --offset`
+        page, total = await svc.store.tenants_page(limit, offset)
+    else:
         try:
-            tenants = select(tenants, selector)
+            tenants = select(await svc.store.list_tenants(), selector)
         except EmptySelection:
             tenants = []
-    page = tenants[offset : offset + limit]
-    return _json(
-        {"items": [reports.tenant(t) for t in page], "total": len(tenants), "limit": limit, "offset": offset}
-    )
+        page, total = tenants[offset : offset + limit], len(tenants)
+    items = [reports.tenant(t) for t in page]
+    return _json({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
 @router.post("", status_code=201, response_model=TenantOut, responses=responses(400, 409))

@@ -405,10 +405,13 @@ def resume(
 @commands.command("rollouts")
 def rollouts_(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="How many, newest first.")] = 20,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, max=2**31 - 1, help="Skip this many newest first.")
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rollout history, newest first."""
-    rows = run(lambda store: coordinator.rollouts(store, limit), cfg=settings())
+    """Rollout history, newest first; --limit and --offset page through it."""
+    rows = run(lambda store: coordinator.rollouts(store, limit, offset), cfg=settings())
     if as_json:
         print_json(rows)
         return

@@ -47,9 +47,18 @@ def add(
 
 
 @app.command("list")
-def list_(as_json: JsonOpt = False) -> None:
-    """List tenants (passwords masked)."""
-    tenants = run(lambda store: store.list_tenants(), cfg=settings())
+def list_(
+    as_json: JsonOpt = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, max=2**31 - 1, help="At most this many tenants (default: all)."),
+    ] = None,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, max=2**31 - 1, help="Skip this many first (in id order).")
+    ] = 0,
+) -> None:
+    """List tenants in id order (passwords masked); --limit and --offset page through them."""
+    tenants = run(lambda store: store.list_tenants(limit, offset), cfg=settings())
     if as_json:
         print_json([reports.tenant(t) for t in tenants])
         return
@@ -108,13 +117,14 @@ def import_(
     """Create or update tenants from a file, all or nothing; re-running it changes nothing."""
     from .. import tenantfile  # YAML and CSV readers: only this command needs them
 
-    specs = tenantfile.read(file)
-    box = _box()
+    with tenantfile.collector_paused():  # every row and record of the file at once: see there
+        specs = tenantfile.read(file)
+        box = _box()
 
-    async def go(store: Store) -> ImportCounts:
-        return await registry.import_specs(store, specs, box, who())
+        async def go(store: Store) -> ImportCounts:
+            return await registry.import_specs(store, specs, box, who())
 
-    counts = run(go, cfg=settings())
+        counts = run(go, cfg=settings())
     if as_json:
         print_json(reports.imported(counts))
     else:
