@@ -128,10 +128,13 @@ def test_lock_timeout_is_retried_with_backoff_without_blocking_traffic(
         after a fixed delay: on a loaded machine the CLI may reach the migration only after it."""
         with psycopg.connect(url, autocommit=True) as watcher:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not watcher.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query ILIKE 'ALTER TABLE accounts ADD COLUMN email%'"
-            ).fetchone():
+            while (
+                time.monotonic() < deadline
+                and not watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query ILIKE 'ALTER TABLE accounts ADD COLUMN email%'"
+                ).fetchone()
+            ):
                 time.sleep(0.02)
         time.sleep(1.0)  # past the 0.3 s lock timeout: the first try has failed
         holder.rollback()
