@@ -25,7 +25,7 @@ from .registry import connection_url
 from .revisions import Probe, RevisionRead, read_all
 from .runs import close_if_done, stop
 from .runs import follow as follow_runs
-from .secrets import SecretBox
+from .secrets import SecretBox, password_of
 from .selection import select
 from .settings import Settings
 
@@ -52,9 +52,7 @@ async def resolve_selection(
             urls[tenant.id] = connection_url(tenant, box, environ)
         except ConfigurationError as exc:
             unusable[tenant.id] = (ErrorClass.INVALID_CONFIG, exc.message)
-    from sqlalchemy.engine import make_url
-
-    secrets = tuple({p for u in urls.values() if (p := make_url(u).password)})
+    secrets = tuple({p for u in urls.values() if (p := password_of(u))})
     return Resolved(tenants=chosen, urls=urls, unusable=unusable, secrets=secrets)
 
 

@@ -35,12 +35,12 @@ def to_tenant(spec: TenantSpec, box: SecretBox, by: str | None = None) -> Tenant
 
 
 def _tenant(c: _Checked, box: SecretBox, by: str | None) -> Tenant:
-    """Each password is encrypted on its own (Fernet: a fresh IV per token), so two tenants that share a
-    password never share a ciphertext that would tell."""
+    """Tenants of one URL (role and database) with the same password share a token (:class:`SecretBox`);
+    others never do, so two tenants' equal passwords on different roles or databases do not show."""
     return Tenant(
         id=c.spec.id,
         url=c.url,
-        password_token=box.encrypt(c.password) if c.password is not None else None,
+        password_token=box.encrypt(c.password, scope=c.url) if c.password is not None else None,
         schema=c.spec.schema,
         tags=c.spec.tags,
         group=c.spec.group,

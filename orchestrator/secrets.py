@@ -4,6 +4,7 @@ masking for display and scrubbing of free text (error messages, tracebacks)."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -63,26 +64,45 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class SecretBox:
-    """Encrypts passwords with a key derived from ``TENANTCTL_SECRET_KEY`` (Fernet: AES + HMAC)."""
+    """Encrypts passwords with a key derived from ``TENANTCTL_SECRET_KEY`` (Fernet: AES + HMAC).
+
+    A Fernet token costs 35-40 µs to make or open, 0.4 s for each of a 10,000-tenant import and of every
+    command that resolves 10,000 URLs. So a box remembers what it did: the tenants of one ``scope`` (the
+    URL without its password: one role on one database, as the schema tenants of a database are) with
+    the same password get the same token, and a token is opened once. Sharing tells nothing their URLs
+    do not: one role has one password. Tenants of different scopes never share a token, even with equal
+    passwords (each gets its own IV)."""
 
     def __init__(self, key: str | None) -> None:
         self._fernet = (
             Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest())) if key else None
         )
+        self._made: dict[tuple[str, str], str] = {}
+        self._opened: dict[str, str] = {}
 
-    def encrypt(self, password: str) -> str:
+    def encrypt(self, password: str, scope: str | None = None) -> str:
         if self._fernet is None:
             raise ConfigurationError(
                 "a tenant URL holds a password but TENANTCTL_SECRET_KEY is not set: set it to encrypt "
                 "passwords at rest, or write the password as ${ENV_VAR} in the URL"
             )
-        return self._fernet.encrypt(password.encode()).decode()
+        if scope is None:
+            return self._fernet.encrypt(password.encode()).decode()
+        token = self._made.get((scope, password))
+        if token is None:
+            token = self._made[(scope, password)] = self._fernet.encrypt(password.encode()).decode()
+            self._opened[token] = password
+        return token
 
     def decrypt(self, token: str) -> str:
         if self._fernet is None:
             raise ConfigurationError("TENANTCTL_SECRET_KEY is not set: cannot decrypt tenant passwords")
+        known = self._opened.get(token)
+        if known is not None:
+            return known
         try:
-            return self._fernet.decrypt(token.encode()).decode()
+            password = self._opened[token] = self._fernet.decrypt(token.encode()).decode()
+            return password
         except InvalidToken as exc:
             raise ConfigurationError(
                 "TENANTCTL_SECRET_KEY does not decrypt the stored tenant passwords (was the key changed?)"
@@ -112,10 +132,26 @@ def resolve_url(stored: str, password: str | None, environ: Mapping[str, str]) -
             raise ConfigurationError(f"environment variable {name} referenced by a tenant URL is not set")
         return environ[name]
 
-    url = make_url(_ENV_REF.sub(env, stored)) if _ENV_REF.search(stored) else make_url(stored)
+    if not _ENV_REF.search(stored):
+        return _with_password(stored, password)
+    url = make_url(_ENV_REF.sub(env, stored))
     if password is not None:
         url = url.set(password=password)
     return url.render_as_string(hide_password=False)
+
+
+@functools.lru_cache(maxsize=16384)
+def _with_password(stored: str, password: str | None) -> str:
+    """Cached: schema tenants share their URL and password, and a parse and render costs 50 µs."""
+    url = make_url(stored)
+    return (url.set(password=password) if password is not None else url).render_as_string(hide_password=False)
+
+
+@functools.lru_cache(maxsize=16384)
+def password_of(url: str) -> str | None:
+    """The clear password of a resolved URL (to scrub it from errors), parsed once per URL."""
+    password = make_url(url).password
+    return str(password) if password else None
 
 
 def env_references(stored: str) -> list[str]:

@@ -26,6 +26,28 @@ def test_password_round_trips_through_encryption_only() -> None:
     assert resolve_url(tenant.url, box.decrypt(tenant.password_token), {}) == "postgresql://app:hunter2@db/t1"
 
 
+def test_one_token_per_role_and_database_never_across_them() -> None:
+    box = SecretBox("a long random key")
+
+    def token(tenant_id: str, url: str, schema: str | None = None) -> str:
+        stored = to_tenant(TenantSpec(id=tenant_id, url=url, schema=schema), box).password_token
+        assert stored
+        return stored
+
+    shared = {token(f"s{i}", "postgresql://app:pw@db/shared", f"s{i}") for i in range(3)}
+    assert len(shared) == 1  # schema tenants of one database: one role, one password, one token
+    others = {
+        token("a", "postgresql://app:pw@db/a"),  # same password, another database
+        token("b", "postgresql://ops:pw@db/shared"),  # same password, another role
+        token("c", "postgresql://app:other@db/shared"),  # another password (a stale one, say)
+    }
+    assert len(others | shared) == 4
+    fresh = SecretBox("a long random key")  # another process: nothing remembered, every token opens
+    assert {fresh.decrypt(t) for t in shared | others} == {"pw", "other"}
+    with pytest.raises(ConfigurationError, match="does not decrypt"):
+        SecretBox("another key").decrypt(next(iter(shared)))
+
+
 def test_clear_password_without_key_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="TENANTCTL_SECRET_KEY"):
         to_tenant(TenantSpec(id="t1", url="postgresql://app:hunter2@db/t1"), SecretBox(None))
