@@ -33,12 +33,12 @@ from orchestrator import registry, tenantfile
 from orchestrator.controldb.store import Store
 from orchestrator.exceptions import ConcurrentRegistryChange, ImportFileError
 from orchestrator.models import Tenant, TenantSpec
-from orchestrator.secrets import mask_text
+from orchestrator.secrets import SecretBox, mask_text
 from tests.conftest import DatabaseFactory
 from tests.support.harness import SECRET_KEY, Harness
 
 N = 10_000
-SHARED = 50  # tenants i and i + SHARED share a password: their ciphertexts must still differ
+SHARED = 50  # tenants i and i + SHARED share a password; on other roles or databases, not a ciphertext
 
 
 def fleet(n: int = N) -> list[dict[str, Any]]:
@@ -144,8 +144,14 @@ def test_ten_thousand_rows_store_what_one_by_one_registration_stores(
     assert sorted(stored) == [r["id"] for r in rows]
     wrong = [r["id"] for r in rows if _fields(stored[r["id"]]) != expected(r)]
     assert not wrong, f"{len(wrong)} tenants differ, e.g. {wrong[:3]}"
-    tokens = [s["token"] for s in stored.values() if s["token"]]
-    assert len(tokens) == len(set(tokens)) > SHARED * 10, "a shared password never shares a ciphertext"
+    # one token per role, database and password (SecretBox); never one across roles or databases
+    box = SecretBox(SECRET_KEY)
+    scopes: dict[str, set[tuple[str, str]]] = {}
+    for s in stored.values():
+        if s["token"]:
+            scopes.setdefault(s["token"], set()).add((s["url"], box.decrypt(s["token"])))
+    assert all(len(scope) == 1 for scope in scopes.values()), "a token shared across roles or databases"
+    assert len(scopes) == len(set().union(*scopes.values())) > SHARED * 10
     assert {s["updated_by"] for s in stored.values()} == {stored["t00000"]["updated_by"]}
 
     # the slow path, one tenant per transaction, on a sample into another control DB: the same rows
