@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -52,6 +53,21 @@ def _child_init(settings: Settings, environ: Mapping[str, str], cli_logs: bool |
     if cli_logs is not None:
         logs.configure(settings, cli=cli_logs)
     _settings, _environ = settings, dict(environ)
+    threading.Thread(target=_orphan_watch, name="tenantctl-orphan-watch", daemon=True).start()
+
+
+_carrying = threading.Lock()  # held while this child carries runs
+
+
+def _orphan_watch(every: float = 1.0) -> None:
+    """End this child once its coordinator is gone and it carries nothing. A child waiting for work
+    would wait forever: its sibling holds the task queue's pipe open, so no end of file comes (seen:
+    a SIGKILLed coordinator's children idle for hours, holding control-DB connections). One carrying a
+    run finishes and records it first (``_child_carry`` takes no new one)."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != _parent and _carrying.acquire(blocking=False):
+            os._exit(0)
 
 
 def _child_carry(rollout_id: int, run_id: int, attempt: int) -> str:
@@ -68,14 +84,17 @@ def _child_carry(rollout_id: int, run_id: int, attempt: int) -> str:
         return len(batch)
 
     carried = 0
-    while chain:
-        if os.getppid() != _parent:
-            # the coordinator died: finish nothing new; the reaper halts what is left from its lease
-            log.warning("the coordinator is gone: %d reserved run(s) left to the reaper", len(chain))
-            break
-        rollout, run, attempt_ = chain.popleft()
-        lifecycle.carry(rt, _settings, _environ, rollout_id=rollout, run_id=run, attempt=attempt_, send=keep)
-        carried += 1
+    with _carrying:
+        while chain:
+            if os.getppid() != _parent:
+                # the coordinator died: finish nothing new; the reaper halts what is left from its lease
+                log.warning("the coordinator is gone: %d reserved run(s) left to the reaper", len(chain))
+                break
+            rollout, run, attempt_ = chain.popleft()
+            lifecycle.carry(
+                rt, _settings, _environ, rollout_id=rollout, run_id=run, attempt=attempt_, send=keep
+            )
+            carried += 1
     return f"{carried} run(s)"
 
 

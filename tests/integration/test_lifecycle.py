@@ -28,6 +28,29 @@ def _register(h: Harness, urls: list[str]) -> None:
         h.register(f"t{i}", url)
 
 
+def _children(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _runs(h: Harness, rollout_id: int) -> list[TenantRun]:
     return h.with_store(lambda s: s.rollout_runs(rollout_id))
 
@@ -357,6 +380,8 @@ def test_children_of_a_killed_coordinator_finish_and_record_their_tenants(
     proc = _start(h, "upgrade", "head", "--parallel", "2", TENANTCTL_TEST_SLOW_SECONDS="3")
     rollout_id = _latest_rollout(h)
     wait_for(lambda: sum(tenant_revision(u) == "s001" for u in urls) == 2, 60, "two tenants in s002")
+    children = _children(proc.pid)
+    assert len(children) >= 2, children  # the pool's two (and Python's resource tracker)
     os.kill(proc.pid, signal.SIGKILL)  # the coordinator alone: its pool's children live on
     proc.wait(timeout=30)  # not communicate(): its pipes stay open in the children
     for pipe in (proc.stdout, proc.stderr):
@@ -380,6 +405,8 @@ def test_children_of_a_killed_coordinator_finish_and_record_their_tenants(
     rollout = h.with_store(lambda s: s.get_rollout(rollout_id))
     assert rollout.state.value == "halted" and rollout.finished_at is not None
     _records_agree(h, rollout_id, urls)
+    # then they end: a child waiting for work would wait forever (its sibling holds the queue's pipe)
+    wait_for(lambda: not any(_alive(p) for p in children), 30, "the orphaned children to exit")
     resumed = h.cli("resume", str(rollout_id))
     assert resumed.returncode == 0, resumed.stderr
     assert [tenant_revision(u) for u in urls] == ["s003"] * 3
