@@ -229,7 +229,14 @@ def test_alembic_script_verbs() -> None:
 
 
 def test_shell_completion() -> None:
-    script = tenantctl("--show-completion", "bash")
+    # the shell is detected from the process's ancestors (shellingham): run under a bash that waits
+    script = subprocess.run(
+        ["bash", "-c", '"$@"; exit $?', "bash", sys.executable, "-m", "orchestrator", "--show-completion"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert script.returncode == 0, script.stderr
     assert "_tenantctl_completion" in script.stdout
     completed = tenantctl(
