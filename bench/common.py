@@ -22,6 +22,7 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = ROOT / "migrations" / "alembic.ini"
+DATA_ALEMBIC_INI = ROOT / "bench" / "migrations_data" / "alembic.ini"  # the data-heavy set (issue 14)
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
