@@ -160,6 +160,9 @@ def test_an_interrupted_run_leaves_nothing(pytester: pytest.Pytester, pg_server:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as from a terminal: an xdist worker ignores SIGINT and a child inherits that (then Python
+        # raises no KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
