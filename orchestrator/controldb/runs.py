@@ -919,18 +919,6 @@ class RunStore(StoreBase):
             rows = (await conn.execute(query)).all()
         return [(self._rollout(r), await self.rollout_counts(int(r.id))) for r in rows]
 
-    async def rollout_attempts(self, rollout_id: int) -> list[TenantRun]:
-        """Every attempt at every tenant of a rollout, by tenant then attempt."""
-        async with self._tx() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(tenant_runs)
-                    .where(tenant_runs.c.rollout_id == rollout_id)
-                    .order_by(tenant_runs.c.tenant_id, tenant_runs.c.attempt)
-                )
-            ).all()
-        return [self._run(r) for r in rows]
-
     async def tenant_history(self, tenant_id: str) -> list[TenantRun]:
         """Every attempt at a tenant, oldest first."""
         async with self._tx() as conn:

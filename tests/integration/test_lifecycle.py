@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from orchestrator.controldb.store import Store
 from orchestrator.models import RunStatus, TenantRun
 from tests.conftest import FIXTURE_ENVS
 from tests.support.harness import Harness, tenant_revision
@@ -56,7 +57,10 @@ def _runs(h: Harness, rollout_id: int) -> list[TenantRun]:
 
 
 def _attempts(h: Harness, rollout_id: int) -> list[TenantRun]:
-    return h.with_store(lambda s: s.rollout_attempts(rollout_id))
+    async def every(store: Store) -> list[TenantRun]:
+        return (await store.rollout_rows(rollout_id, attempts=True))[0]
+
+    return h.with_store(every)
 
 
 def _start(h: Harness, *args: str, **env: str) -> subprocess.Popen[str]:
